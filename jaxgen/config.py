@@ -1,0 +1,110 @@
+"""Default run configuration; recipes in configs/ start from these and override.
+
+The keys here are the public interface of `--config.*` flags. A recipe holds
+only the keys of its model family, so a misspelt or foreign key is rejected
+by the flag parser instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Logical axis -> mesh axes. Batch goes over data and fsdp; weights are
+# sharded along 'embed' over fsdp (ZeRO-3 style) and along heads/mlp/vocab
+# over tensor (Megatron style). Axes missing here are replicated.
+DEFAULT_LOGICAL_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("layers", None),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Everything except `model`, which `transformer_model` or `lstm_model` fills."""
+  c = ml_collections.ConfigDict()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "text:../shared/data/tiny_shakespeare/input.txt"
+  c.data.tokenizer = "char"
+  c.data.seq_len = 64  # training window (context) length
+  c.data.val_fraction = 0.1  # nanoGPT's split: the last 10% is validation
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 2000
+  c.train.batch_size = 12  # global batch, split over mesh.data * mesh.fsdp
+  c.train.grad_accum_steps = 1  # micro-batches per step; batch_size must divide evenly
+  c.train.seed = 0
+  c.train.learning_rate = 1e-3  # peak
+  c.train.min_learning_rate = 1e-4  # end of the cosine decay
+  c.train.warmup_steps = 100
+  c.train.decay_steps = 0  # 0: decay over train.steps
+  c.train.b1 = 0.9
+  c.train.b2 = 0.99
+  c.train.eps = 1e-8
+  c.train.weight_decay = 0.1  # matrices only; norms, biases and vectors are not decayed
+  c.train.grad_clip = 1.0  # global-norm clipping; 0 disables
+  c.train.z_loss = 0.0  # PaLM's auxiliary loss on log Z; 1e-4 is a common value
+  c.train.log_every = 50
+  c.train.compilation_cache_dir = "~/.cache/jaxgen/xla"  # '' disables the persistent cache
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 250
+  c.eval.steps = 20  # batches per evaluation
+  c.eval.batch_size = 0  # 0: same as train.batch_size
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices left over by the other axes
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_tokens = 300  # sample printed at the end of training; 0 skips it
+  c.sample.prompt = "\n"
+  c.sample.temperature = 0.8
+  c.sample.top_k = 0  # 0: no top-k filter
+  return c
+
+
+def transformer_model() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.type = "transformer"
+  m.num_layers = 4
+  m.num_heads = 4
+  m.num_kv_heads = 0  # 0: same as num_heads (no grouped-query attention)
+  m.embed_dim = 128
+  m.head_dim = 0  # 0: embed_dim // num_heads
+  m.mlp_dim = 0  # 0: 4 * embed_dim
+  m.max_len = 0  # 0: data.seq_len
+  m.position = "learned"  # 'learned' | 'rope'
+  m.norm = "layernorm"  # 'layernorm' | 'rmsnorm'
+  m.mlp = "gelu"  # 'gelu' | 'swiglu'
+  m.use_bias = False
+  m.dropout = 0.0
+  m.tie_embeddings = True
+  m.scan_layers = False
+  m.remat = "none"  # 'none' | 'full' | 'dots'
+  m.attention_backend = "auto"  # 'auto' | 'xla' | 'cudnn'
+  m.dtype = "float32"  # compute dtype; 'bfloat16' on accelerators
+  m.param_dtype = "float32"
+  m.vocab_multiple = 128  # pad the vocabulary for fast head matmuls
+  return m
+
+
+def lstm_model() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.type = "lstm"
+  m.num_layers = 2
+  m.embed_dim = 256
+  m.hidden_size = 256
+  m.dropout = 0.0
+  m.unroll = 8  # time steps per scan iteration; see benchmarks/train_throughput.py
+  m.dtype = "float32"
+  m.param_dtype = "float32"
+  m.vocab_multiple = 128
+  return m

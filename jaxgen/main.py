@@ -1,0 +1,75 @@
+"""The `jaxgen` command: `jaxgen train --config=configs/X.py --workdir=DIR`.
+
+Errors the user can fix end with one line on stderr and exit status 2 (bad
+flags) or 1 (anything else), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxgen.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Recipe file from configs/; override keys as --config.train.steps=100.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBoard files, "
+                               "samples and checkpoints.")
+
+MODES = ("train",)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) != 2 or argv[1] not in MODES:
+    _fail(f"expected one mode, one of: {', '.join(MODES)} "
+          f"(got {' '.join(argv[1:]) or 'none'}); e.g. jaxgen train --config=configs/"
+          "shakespeare_char_cpu.py --workdir=runs/sc", status=2)
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/shakespeare_char_cpu.py", status=2)
+  try:
+    _setup_jax(_CONFIG.value)
+    from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    _fail(str(e))
+  except KeyboardInterrupt:
+    _fail("interrupted", status=130)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # config_flags raises several types for one cause: a bad flag
+    _fail(_one_line(e), status=2)
+
+
+def _setup_jax(cfg) -> None:
+  import jax
+  cache_dir = cfg.train.get("compilation_cache_dir", "")
+  if cache_dir:
+    # A restarted or resumed job reuses compiled programs instead of recompiling.
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).split())
+  return text or type(e).__name__
+
+
+def _fail(message: str, status: int = 1) -> None:
+  print(f"jaxgen: error: {_one_line(UserError(message))}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+if __name__ == "__main__":
+  run()

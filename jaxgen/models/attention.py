@@ -1,0 +1,148 @@
+"""Multi-head attention: causal, RoPE, grouped-query, KV cache, xla|cudnn backend.
+
+Shapes: B batch, T query length, S key length (cache size), D model width,
+N query heads, K key/value heads (N % K == 0), H head size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgen.models.params import param
+
+BACKENDS = ("auto", "xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  embed_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  use_rope: bool = False
+  rope_base: float = 10000.0
+  use_bias: bool = False
+  # 'auto' picks cuDNN's fused kernel on GPU when dtype and head size allow it.
+  backend: str = "auto"
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  # Std of the output projection's init; GPT-2 scales it by 1/sqrt(2 * layers).
+  out_init_std: float = 0.02
+
+  def __post_init__(self):
+    if self.backend not in BACKENDS:
+      raise ValueError(f"unknown attention backend {self.backend!r}; use one of {BACKENDS}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.use_rope and self.head_dim % 2:
+      raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+
+
+class Attention(nnx.Module):
+  """Causal self-attention with an optional key/value cache for decoding."""
+
+  def __init__(self, cfg: AttentionConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    init = nnx.initializers.normal(0.02)
+    pd = cfg.param_dtype
+    self.wq = param(rngs, init, (d, n, h), ("embed", "heads", "head_dim"), pd)
+    self.wk = param(rngs, init, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
+    self.wv = param(rngs, init, (d, k, h), ("embed", "kv_heads", "head_dim"), pd)
+    self.wo = param(rngs, nnx.initializers.normal(cfg.out_init_std), (n, h, d),
+                    ("heads", "head_dim", "embed"), pd)
+    if cfg.use_bias:
+      zeros = nnx.initializers.zeros
+      self.bq = param(rngs, zeros, (n, h), ("heads", "head_dim"), pd)
+      self.bk = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), pd)
+      self.bv = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), pd)
+      self.bo = param(rngs, zeros, (d,), ("embed",), pd)
+
+  def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array,
+               segment_ids_BT: jax.Array | None = None) -> jax.Array:
+    """Causal attention over the whole sequence (training and scoring)."""
+    q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD, positions_BT)
+    mask = None
+    if segment_ids_BT is not None:
+      mask = (segment_ids_BT[:, None, :, None] == segment_ids_BT[:, None, None, :])
+    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=True,
+                       backend=self.cfg.backend)
+    return self._project_out(out_BTNH)
+
+  def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array) -> tuple[jax.Array, dict]:
+    """Attends `T` new tokens at positions index..index+T-1 to the cache and themselves.
+
+    `cache` holds `k` and `v` of shape [B, S, K, H]; the new keys/values are
+    written at `index` and the updated cache is returned. T > 1 is a prefill.
+    """
+    t = x_BTD.shape[1]
+    positions_BT = jnp.broadcast_to(index + jnp.arange(t), x_BTD.shape[:2])
+    q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD, positions_BT)
+    k_BSKH = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BTKH.astype(cache["k"].dtype),
+                                                 index, axis=1)
+    v_BSKH = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BTKH.astype(cache["v"].dtype),
+                                                 index, axis=1)
+    s = k_BSKH.shape[1]
+    # Query i (absolute position index+i) sees cache slots 0..index+i; later
+    # slots are either empty or in its future.
+    mask_TS = jnp.arange(s)[None, :] <= (index + jnp.arange(t))[:, None]
+    out_BTNH = _attend(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
+                       mask=mask_TS[None, None], is_causal=False, backend="xla")
+    return self._project_out(out_BTNH), {"k": k_BSKH, "v": v_BSKH}
+
+  def _project_qkv(self, x_BTD, positions_BT):
+    dt = self.cfg.dtype
+    x_BTD = x_BTD.astype(dt)
+    q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.wq[...].astype(dt))
+    k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.wk[...].astype(dt))
+    v_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.wv[...].astype(dt))
+    if self.cfg.use_bias:
+      q_BTNH += self.bq[...].astype(dt)
+      k_BTKH += self.bk[...].astype(dt)
+      v_BTKH += self.bv[...].astype(dt)
+    if self.cfg.use_rope:
+      q_BTNH = apply_rope(q_BTNH, positions_BT, self.cfg.rope_base)
+      k_BTKH = apply_rope(k_BTKH, positions_BT, self.cfg.rope_base)
+    return q_BTNH, k_BTKH, v_BTKH
+
+  def _project_out(self, out_BTNH):
+    dt = self.cfg.dtype
+    y_BTD = jnp.einsum("BTNH,NHD->BTD", out_BTNH.astype(dt), self.wo[...].astype(dt))
+    if self.cfg.use_bias:
+      y_BTD += self.bo[...].astype(dt)
+    return y_BTD
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float) -> jax.Array:
+  """Rotary position embedding (rotate-half form), computed in float32."""
+  h = x_BTNH.shape[-1]
+  inv_freq_F = 1.0 / (base ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  angles_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq_F
+  sin_BT1F = jnp.sin(angles_BTF)[:, :, None, :]
+  cos_BT1F = jnp.cos(angles_BTF)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([x1 * cos_BT1F - x2 * sin_BT1F, x2 * cos_BT1F + x1 * sin_BT1F], -1)
+  return rotated.astype(x_BTNH.dtype)
+
+
+def resolve_backend(backend: str, dtype: jnp.dtype, head_dim: int) -> str:
+  """Maps 'auto' to 'cudnn' where cuDNN's fused attention applies, else 'xla'."""
+  if backend != "auto":
+    return backend
+  on_gpu = jax.default_backend() == "gpu"
+  # cuDNN's flash attention takes half precision and head sizes up to 128 in steps of 8.
+  fits = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+  return "cudnn" if on_gpu and fits else "xla"
+
+
+def _attend(q_BTNH, k_BSKH, v_BSKH, *, mask, is_causal, backend):
+  implementation = resolve_backend(backend, q_BTNH.dtype, q_BTNH.shape[-1])
+  if implementation == "cudnn" and mask is not None:
+    implementation = "xla"  # the cuDNN path here takes causal masks only
+  return jax.nn.dot_product_attention(
+      q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal, implementation=implementation)

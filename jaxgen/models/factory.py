@@ -1,0 +1,70 @@
+"""Builds a typed model config and model from the run's `model` ConfigDict.
+
+This is the only place that reads `config.model`; layers receive their own
+frozen dataclass, never the run config.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxgen.errors import UserError
+from jaxgen.models.attention import BACKENDS
+from jaxgen.models.lstm import LSTMConfig, LSTMLM
+from jaxgen.models.transformer import TransformerConfig, TransformerLM
+
+ModelConfig = Union[TransformerConfig, LSTMConfig]
+Model = Union[TransformerLM, LSTMLM]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def model_config(m: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> ModelConfig:
+  """The typed config for `m` with the tokenizer's `vocab_size` padded up."""
+  vocab = padded_vocab_size(vocab_size, m.get("vocab_multiple", 128))
+  dtype, param_dtype = _dtype(m, "dtype"), _dtype(m, "param_dtype")
+  try:
+    if m.type == "lstm":
+      return LSTMConfig(vocab_size=vocab, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
+                        num_layers=m.num_layers, dropout=m.dropout, unroll=m.unroll,
+                        dtype=dtype, param_dtype=param_dtype)
+    if m.type == "transformer":
+      if m.attention_backend not in BACKENDS:
+        raise UserError(f"model.attention_backend={m.attention_backend!r} is unknown; "
+                        f"use one of {', '.join(BACKENDS)}")
+      max_len = m.max_len or seq_len
+      if seq_len > max_len:
+        raise UserError(f"data.seq_len={seq_len} exceeds model.max_len={max_len}; "
+                        "raise model.max_len or lower data.seq_len")
+      return TransformerConfig(
+          vocab_size=vocab, max_len=max_len, num_layers=m.num_layers, num_heads=m.num_heads,
+          embed_dim=m.embed_dim, num_kv_heads=m.num_kv_heads or None,
+          head_dim=m.head_dim or None, mlp_dim=m.mlp_dim or None, position=m.position,
+          norm=m.norm, mlp=m.mlp, use_bias=m.use_bias, dropout=m.dropout,
+          tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers, remat=m.remat,
+          attention_backend=m.attention_backend, dtype=dtype, param_dtype=param_dtype)
+  except ValueError as e:  # the dataclasses' own checks
+    raise UserError(f"bad model config: {e}") from None
+  raise UserError(f"model.type={m.type!r} is unknown; use 'transformer' or 'lstm'")
+
+
+def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> Model:
+  if isinstance(cfg, LSTMConfig):
+    return LSTMLM(cfg, rngs=rngs)
+  return TransformerLM(cfg, rngs=rngs)
+
+
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+  multiple = max(1, multiple)
+  return -(-vocab_size // multiple) * multiple
+
+
+def _dtype(m: ml_collections.ConfigDict, key: str):
+  name = m.get(key, "float32")
+  if name not in _DTYPES:
+    raise UserError(f"model.{key}={name!r} is unknown; use one of {', '.join(_DTYPES)}")
+  return _DTYPES[name]

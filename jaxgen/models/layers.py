@@ -1,0 +1,105 @@
+"""Small building blocks shared by the language models: embedding, norms, MLP, dropout."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgen.models.params import param
+
+__all__ = ["Embed", "LayerNorm", "RMSNorm", "Mlp", "dropout", "make_norm", "param"]
+
+
+class Embed(nnx.Module):
+  """Token embedding whose table doubles as the tied output head."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, param_dtype, *, rngs: nnx.Rngs):
+    self.table = param(rngs, nnx.initializers.normal(0.02), (vocab_size, embed_dim),
+                       ("vocab", "embed"), param_dtype)
+
+  def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+    return jnp.take(self.table[...], tokens_BT, axis=0)
+
+  def attend(self, x_BTD: jax.Array) -> jax.Array:
+    """Float32 logits against every token's embedding."""
+    return jnp.einsum("BTD,VD->BTV", x_BTD, self.table[...].astype(x_BTD.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm computed in float32 whatever the input dtype."""
+
+  def __init__(self, dim: int, use_bias: bool, eps: float, param_dtype, *, rngs: nnx.Rngs):
+    self.eps = eps
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
+    self.bias = param(rngs, nnx.initializers.zeros, (dim,), ("embed",),
+                      param_dtype) if use_bias else None
+
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    x = x_BTD.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]
+    if self.bias is not None:
+      y = y + self.bias[...]
+    return y.astype(x_BTD.dtype)
+
+
+class RMSNorm(nnx.Module):
+  """RMSNorm (no mean subtraction, no bias), computed in float32."""
+
+  def __init__(self, dim: int, eps: float, param_dtype, *, rngs: nnx.Rngs):
+    self.eps = eps
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
+
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    x = x_BTD.astype(jnp.float32)
+    y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps) * self.scale[...]
+    return y.astype(x_BTD.dtype)
+
+
+def make_norm(kind: str, dim: int, use_bias: bool, eps: float, param_dtype, rngs: nnx.Rngs):
+  if kind == "rmsnorm":
+    return RMSNorm(dim, eps, param_dtype, rngs=rngs)
+  return LayerNorm(dim, use_bias, eps, param_dtype, rngs=rngs)
+
+
+class Mlp(nnx.Module):
+  """GELU MLP (GPT-2) or SwiGLU (Llama): D -> F -> D."""
+
+  def __init__(self, dim: int, hidden: int, kind: str, use_bias: bool, dtype, param_dtype,
+               out_init_std: float, *, rngs: nnx.Rngs):
+    self.kind, self.dtype = kind, dtype
+    init = nnx.initializers.normal(0.02)
+    self.wi = param(rngs, init, (dim, hidden), ("embed", "mlp"), param_dtype)
+    self.wg = param(rngs, init, (dim, hidden), ("embed", "mlp"),
+                    param_dtype) if kind == "swiglu" else None
+    self.wo = param(rngs, nnx.initializers.normal(out_init_std), (hidden, dim), ("mlp", "embed"),
+                    param_dtype)
+    zeros = nnx.initializers.zeros
+    self.bi = param(rngs, zeros, (hidden,), ("mlp",), param_dtype) if use_bias else None
+    self.bo = param(rngs, zeros, (dim,), ("embed",), param_dtype) if use_bias else None
+
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    dt = self.dtype
+    x_BTD = x_BTD.astype(dt)
+    h_BTF = jnp.einsum("BTD,DF->BTF", x_BTD, self.wi[...].astype(dt))
+    if self.bi is not None:
+      h_BTF += self.bi[...].astype(dt)
+    if self.wg is not None:
+      h_BTF = jax.nn.silu(jnp.einsum("BTD,DF->BTF", x_BTD, self.wg[...].astype(dt))) * h_BTF
+    else:
+      h_BTF = jax.nn.gelu(h_BTF, approximate=True)
+    y_BTD = jnp.einsum("BTF,FD->BTD", h_BTF, self.wo[...].astype(dt))
+    if self.bo is not None:
+      y_BTD += self.bo[...].astype(dt)
+    return y_BTD
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when `rng` is None or `rate` is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)

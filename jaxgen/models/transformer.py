@@ -1,0 +1,244 @@
+"""Decoder-only Transformer language model (GPT-2 / Llama style, pre-norm).
+
+Shapes: B batch, T length, D width, F MLP width, V vocabulary, L layers.
+Dropout takes an explicit key (`dropout_rng`), so the model holds no RNG
+state: a train step derives the key from the step number, which keeps runs
+reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgen.models import layers
+from jaxgen.models.attention import Attention, AttentionConfig
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    # Keep matmul outputs, recompute the cheap elementwise work.
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_size: int  # already padded (a multiple of 128 keeps the head matmul fast)
+  max_len: int  # longest sequence; size of the learned position table
+  num_layers: int
+  num_heads: int
+  embed_dim: int
+  num_kv_heads: int | None = None  # None: same as num_heads (no grouping)
+  head_dim: int | None = None  # None: embed_dim // num_heads
+  mlp_dim: int | None = None  # None: 4 * embed_dim
+  position: str = "learned"  # 'learned' | 'rope'
+  rope_base: float = 10000.0
+  norm: str = "layernorm"  # 'layernorm' | 'rmsnorm'
+  mlp: str = "gelu"  # 'gelu' | 'swiglu'
+  use_bias: bool = False
+  dropout: float = 0.0
+  tie_embeddings: bool = True
+  scan_layers: bool = False  # one compiled block body: faster compiles for deep models
+  remat: str = "none"  # 'none' | 'full' | 'dots'
+  attention_backend: str = "auto"
+  dtype: jnp.dtype = jnp.float32  # compute dtype (bf16 on accelerators)
+  param_dtype: jnp.dtype = jnp.float32  # master weights stay fp32
+  norm_eps: float = 1e-5
+
+  def __post_init__(self):
+    _check_choice("model.position", self.position, ("learned", "rope"))
+    _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
+    _check_choice("model.mlp", self.mlp, ("gelu", "swiglu"))
+    _check_choice("model.remat", self.remat, tuple(REMAT_POLICIES))
+    if self.head_dim is None and self.embed_dim % self.num_heads:
+      raise ValueError(f"model.embed_dim={self.embed_dim} is not divisible by "
+                       f"model.num_heads={self.num_heads}; set model.head_dim")
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def head_size(self) -> int:
+    return self.head_dim or self.embed_dim // self.num_heads
+
+  @property
+  def mlp_width(self) -> int:
+    return self.mlp_dim or 4 * self.embed_dim
+
+  def attention_config(self) -> AttentionConfig:
+    return AttentionConfig(
+        embed_dim=self.embed_dim, num_heads=self.num_heads, num_kv_heads=self.kv_heads,
+        head_dim=self.head_size, use_rope=self.position == "rope", rope_base=self.rope_base,
+        use_bias=self.use_bias, backend=self.attention_backend, dtype=self.dtype,
+        param_dtype=self.param_dtype, out_init_std=self.out_init_std)
+
+  @property
+  def out_init_std(self) -> float:
+    return 0.02 / math.sqrt(2 * self.num_layers)
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attn_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
+                                      cfg.param_dtype, rngs)
+    self.attn = Attention(cfg.attention_config(), rngs=rngs)
+    self.mlp_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
+                                     cfg.param_dtype, rngs)
+    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
+                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
+
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, dropout_rng):
+    rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
+    h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
+    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_attn).astype(x_BTD.dtype)
+    h_BTD = self.mlp(self.mlp_norm(x_BTD))
+    return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_mlp).astype(x_BTD.dtype)
+
+  def decode(self, x_BTD, cache, index):
+    h_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), cache, index)
+    x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
+    return x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype), cache
+
+
+class TransformerLM(nnx.Module):
+  """Token embedding, L blocks, final norm, (tied) output head."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = layers.Embed(cfg.vocab_size, cfg.embed_dim, cfg.param_dtype, rngs=rngs)
+    if cfg.position == "learned":
+      self.pos_embed = layers.param(rngs, nnx.initializers.normal(0.02),
+                                    (cfg.max_len, cfg.embed_dim), (None, "embed"),
+                                    cfg.param_dtype)
+    if cfg.scan_layers:
+      self.blocks = _stacked_blocks(cfg, rngs)
+    else:
+      self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
+                                       cfg.param_dtype, rngs)
+    if not cfg.tie_embeddings:
+      self.head = layers.param(rngs, nnx.initializers.normal(0.02),
+                               (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"),
+                               cfg.param_dtype)
+
+  def __call__(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
+               segment_ids_BT: jax.Array | None = None,
+               dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Float32 logits [B, T, V] for every position; `dropout_rng=None` disables dropout."""
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    rng_embed, rng_blocks = _split_or_none(dropout_rng, 2)
+    x_BTD = self._embed(tokens_BT, positions_BT)
+    x_BTD = layers.dropout(x_BTD, self.cfg.dropout, rng_embed)
+
+    def block_fn(block, x_BTD, layer):
+      rng = None if rng_blocks is None else jax.random.fold_in(rng_blocks, layer)
+      return block(x_BTD, positions_BT, segment_ids_BT, rng)
+
+    x_BTD = self._run_blocks(block_fn, x_BTD)
+    return self._logits(x_BTD)
+
+  def init_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> dict:
+    """An empty key/value cache: `k`, `v` of shape [L, B, S, K, H] and `index` 0."""
+    cfg = self.cfg
+    shape = (cfg.num_layers, batch_size, max_len or cfg.max_len, cfg.kv_heads, cfg.head_size)
+    zeros = jnp.zeros(shape, dtype or cfg.dtype)
+    return {"k": zeros, "v": zeros, "index": jnp.zeros((), jnp.int32)}
+
+  def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    """Logits for `tokens_BT` placed right after the cache's contents, and the new cache.
+
+    A prompt goes in as one call (prefill); each generated token after it
+    as a call with T=1.
+    """
+    index = cache["index"]
+    t = tokens_BT.shape[1]
+    positions_BT = jnp.broadcast_to(index + jnp.arange(t), tokens_BT.shape)
+    x_BTD = self._embed(tokens_BT, positions_BT)
+
+    if self.cfg.scan_layers:
+      graphdef, state = nnx.split(self.blocks)
+
+      def body(x_BTD, xs):
+        layer_state, k, v = xs
+        x_BTD, kv = nnx.merge(graphdef, layer_state).decode(x_BTD, {"k": k, "v": v}, index)
+        return x_BTD, (kv["k"], kv["v"])
+
+      x_BTD, (k, v) = jax.lax.scan(body, x_BTD, (state, cache["k"], cache["v"]))
+    else:
+      ks, vs = [], []
+      for i, block in enumerate(self.blocks):
+        x_BTD, kv = block.decode(x_BTD, {"k": cache["k"][i], "v": cache["v"][i]}, index)
+        ks.append(kv["k"])
+        vs.append(kv["v"])
+      k, v = jnp.stack(ks), jnp.stack(vs)
+    return self._logits(x_BTD), {"k": k, "v": v, "index": index + t}
+
+  def _embed(self, tokens_BT, positions_BT):
+    x_BTD = self.embed(tokens_BT).astype(self.cfg.dtype)
+    if self.cfg.position == "learned":
+      x_BTD += jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.cfg.dtype)
+    return x_BTD
+
+  def _logits(self, x_BTD):
+    x_BTD = self.final_norm(x_BTD)
+    if self.cfg.tie_embeddings:
+      return self.embed.attend(x_BTD)
+    return jnp.einsum("BTD,DV->BTV", x_BTD.astype(self.cfg.dtype),
+                      self.head[...].astype(self.cfg.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def _run_blocks(self, block_fn, x_BTD):
+    """Applies every block, through one scanned body when `scan_layers` is set."""
+
+    def make_apply(graphdef):
+      def apply(layer_state, x_BTD, layer):
+        return block_fn(nnx.merge(graphdef, layer_state), x_BTD, layer)
+      if self.cfg.remat == "none":
+        return apply
+      return jax.checkpoint(apply, policy=REMAT_POLICIES[self.cfg.remat])
+
+    if self.cfg.scan_layers:
+      graphdef, state = nnx.split(self.blocks)
+      apply = make_apply(graphdef)
+
+      def body(x_BTD, xs):
+        layer_state, layer = xs
+        return apply(layer_state, x_BTD, layer), None
+
+      x_BTD, _ = jax.lax.scan(body, x_BTD, (state, jnp.arange(self.cfg.num_layers)))
+      return x_BTD
+    for i, block in enumerate(self.blocks):
+      graphdef, layer_state = nnx.split(block)
+      x_BTD = make_apply(graphdef)(layer_state, x_BTD, i)
+    return x_BTD
+
+
+def _stacked_blocks(cfg: TransformerConfig, rngs: nnx.Rngs) -> Block:
+  """L blocks with their parameters stacked on a leading 'layers' axis."""
+  keys = jax.random.split(rngs.params(), cfg.num_layers)
+
+  @nnx.vmap(in_axes=0, out_axes=0,
+            transform_metadata={nnx.PARTITION_NAME: "layers", "logical_axes": "layers"})
+  def create(key):
+    return Block(cfg, rngs=nnx.Rngs(params=key))
+
+  return create(keys)
+
+
+def _split_or_none(rng, n):
+  return (None,) * n if rng is None else tuple(jax.random.split(rng, n))
+
+
+def _check_choice(name, value, choices):
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not one of {choices}")

@@ -1,0 +1,76 @@
+"""Autoregressive sampling with a key/value cache (Transformer) or carry (LSTM).
+
+Both model families expose `init_cache(batch_size, max_len)` and
+`decode(tokens_BT, cache) -> (logits_BTV, cache)`: one call for the prompt
+(prefill), then one call per new token inside a single compiled `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
+             num_tokens: int, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
+             vocab_size: int | None = None, max_len: int | None = None) -> np.ndarray:
+  """Samples `num_tokens` tokens after each prompt row; returns them [B, num_tokens].
+
+  `vocab_size` (the tokenizer's, before padding) keeps padded ids from being
+  drawn. With a context limit `max_len` (learned positions), generation
+  continues past it by re-reading the last half context, as nanoGPT crops
+  its context.
+  """
+  prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
+  rng = jax.random.key(seed)
+  out = []
+  context_BP = prompt_BP
+  remaining = num_tokens
+  while remaining > 0:
+    if max_len is not None and context_BP.shape[1] >= max_len:
+      context_BP = context_BP[:, -(max_len // 2):]
+    room = remaining if max_len is None else min(remaining, max_len - context_BP.shape[1])
+    rng, key = jax.random.split(rng)
+    new_BN = _generate_segment(graphdef, params, context_BP, key, room, temperature, top_k,
+                               vocab_size)
+    out.append(new_BN)
+    context_BP = jnp.concatenate([context_BP, new_BN], axis=1)
+    remaining -= room
+  return np.asarray(jnp.concatenate(out, axis=1))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _generate_segment(graphdef, params, prompt_BP, rng, num_tokens, temperature, top_k,
+                      vocab_size):
+  model = nnx.merge(graphdef, params)
+  b, p = prompt_BP.shape
+  cache = model.init_cache(b, p + num_tokens)
+  logits_BPV, cache = model.decode(prompt_BP, cache)
+
+  def step(carry, key):
+    logits_BV, cache = carry
+    token_B = sample_logits(logits_BV, key, temperature, top_k, vocab_size)
+    logits_B1V, cache = model.decode(token_B[:, None], cache)
+    return (logits_B1V[:, 0], cache), token_B
+
+  keys = jax.random.split(rng, num_tokens)
+  _, tokens_NB = jax.lax.scan(step, (logits_BPV[:, -1], cache), keys)
+  return tokens_NB.T
+
+
+def sample_logits(logits_BV: jax.Array, key: jax.Array, temperature: float, top_k: int = 0,
+                  vocab_size: int | None = None) -> jax.Array:
+  """One token per row: greedy when temperature is 0, else softmax(logits / T) over the top k."""
+  logits_BV = logits_BV.astype(jnp.float32)
+  if vocab_size is not None and vocab_size < logits_BV.shape[-1]:
+    logits_BV = logits_BV.at[:, vocab_size:].set(-jnp.inf)
+  if temperature == 0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  if top_k:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(key, logits_BV / temperature, axis=-1).astype(jnp.int32)

@@ -1,0 +1,193 @@
+"""The training loop: validate everything, then train, evaluate, log and sample."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxgen import metrics as metrics_lib
+from jaxgen.data.batches import WindowSampler
+from jaxgen.data.sources import load_text, split_train_val
+from jaxgen.data.tokenizer import CharTokenizer
+from jaxgen.errors import UserError
+from jaxgen.models.factory import ModelConfig, model_config
+from jaxgen.models.transformer import TransformerConfig
+from jaxgen.sample.decode import generate
+from jaxgen.train import sharding
+from jaxgen.train.optimizer import make_optimizer
+from jaxgen.train.state import count_params, create_train_state
+from jaxgen.train.step import make_eval_step, make_train_step
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything derived from the config and data before the workdir is touched."""
+  workdir: pathlib.Path
+  tokenizer: CharTokenizer
+  train_batches: WindowSampler
+  eval_batches: WindowSampler
+  model_cfg: ModelConfig
+  mesh: jax.sharding.Mesh
+  rules: tuple
+
+
+def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """Checks the config, mesh, data and workdir; raises UserError on the first problem.
+
+  Nothing is written here, so a bad run leaves no trace in the workdir.
+  """
+  wd = _check_workdir(workdir)
+  t = cfg.train
+  _require(t.steps > 0, f"train.steps={t.steps} must be positive")
+  _require(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
+  _require(t.grad_accum_steps > 0, f"train.grad_accum_steps={t.grad_accum_steps} must be positive")
+  _require(cfg.eval.every_steps >= 0 and cfg.eval.steps >= 0,
+           "eval.every_steps and eval.steps must be 0 (off) or positive")
+  _require(cfg.data.tokenizer == "char",
+           f"data.tokenizer={cfg.data.tokenizer!r} is not available; use 'char'")
+  rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
+  mesh = sharding.make_mesh(cfg.mesh)
+  dp = sharding.data_parallel_size(mesh, rules)
+  eval_batch = cfg.eval.batch_size or t.batch_size
+  _require(t.batch_size % (dp * t.grad_accum_steps) == 0,
+           f"train.batch_size={t.batch_size} is not divisible by the data-parallel size {dp} "
+           f"(mesh.data * mesh.fsdp) times train.grad_accum_steps={t.grad_accum_steps}; "
+           f"use a multiple of {dp * t.grad_accum_steps}")
+  _require(eval_batch % dp == 0, f"eval.batch_size={eval_batch} is not divisible by the "
+           f"data-parallel size {dp}; use a multiple of {dp}")
+  text = load_text(cfg.data.source)
+  tokenizer = CharTokenizer.from_text(text)
+  train_ids, val_ids = split_train_val(tokenizer.encode(text), cfg.data.val_fraction)
+  seq_len = cfg.data.seq_len
+  train_batches = WindowSampler(train_ids, t.batch_size, seq_len, t.seed, "train")
+  eval_batches = WindowSampler(val_ids, eval_batch, seq_len, t.seed + 1, "validation")
+  model_cfg = model_config(cfg.model, tokenizer.vocab_size, seq_len)
+  return Setup(wd, tokenizer, train_batches, eval_batches, model_cfg, mesh, rules)
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains as `cfg` says; returns the final metrics (also in WORKDIR/metrics.jsonl)."""
+  s = prepare(cfg, workdir)
+  primary = jax.process_index() == 0
+  if primary:
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    s.tokenizer.save(s.workdir / "tokenizer.json")
+    (s.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
+
+  t = cfg.train
+  optimizer, schedule = make_optimizer(t)
+  graphdef, state, state_sh = create_train_state(s.model_cfg, optimizer, t.seed, s.mesh, s.rules)
+  batch_sh = sharding.batch_sharding(s.mesh, s.rules)
+  train_step = jax.jit(
+      make_train_step(graphdef, optimizer, schedule, grad_accum_steps=t.grad_accum_steps,
+                      z_loss=t.z_loss),
+      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
+
+  n_params = count_params(state.params)
+  writer = metrics_lib.MetricsWriter(
+      s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
+      flops_per_token=_flops_per_token(s.model_cfg, state.params, n_params, cfg.data.seq_len),
+      peak_flops=metrics_lib.peak_flops(jax.devices()[0]), log_every=t.log_every,
+      is_primary=primary)
+  if primary:
+    print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh "
+          f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
+
+  last = {}
+  pending = None  # (step, device metrics) of the step before the one in flight
+  try:
+    for step in range(int(state.step), t.steps):
+      batch = sharding.put_batch(s.train_batches.batch(step), batch_sh)
+      state, step_metrics = train_step(state, batch)
+      # Fetching the previous step's metrics only now keeps one step queued
+      # behind the running one: the device never waits for the host, and no
+      # more than two steps are ever in flight.
+      if pending is not None:
+        last.update(_report(writer, *pending))
+      pending = (step + 1, step_metrics)
+      done = step + 1 == t.steps
+      if cfg.eval.every_steps and cfg.eval.steps and ((step + 1) % cfg.eval.every_steps == 0
+                                                      or done):
+        last.update(_report(writer, *pending))
+        pending = None
+        val_loss = evaluate(eval_step, state.params, s.eval_batches, cfg.eval.steps, batch_sh)
+        last["val_loss"] = val_loss
+        last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
+        writer.eval(step + 1, {"val_loss": val_loss})
+    if pending is not None:
+      last.update(_report(writer, *pending))
+    if cfg.sample.num_tokens > 0:
+      text = _sample_text(cfg.sample, s, graphdef, state.params)
+      writer.text(t.steps, "sample", text)
+      last["sample"] = text
+  finally:
+    writer.close({k: v for k, v in last.items() if k in ("val_loss", "best_val_loss")})
+  return last
+
+
+def evaluate(eval_step, params, batches: WindowSampler, num_batches: int, batch_sh) -> float:
+  """Mean validation loss over the same `num_batches` batches at every evaluation."""
+  losses = [eval_step(params, sharding.put_batch(batches.batch(i), batch_sh))
+            for i in range(num_batches)]
+  return float(np.mean(jax.device_get(losses)))
+
+
+def _report(writer, step: int, device_metrics) -> dict:
+  m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+  if not (math.isfinite(m["train_loss"]) and math.isfinite(m["grad_norm"])):
+    writer.train(step, m)
+    raise UserError(f"training diverged at step {step}: train_loss={m['train_loss']}, "
+                    f"grad_norm={m['grad_norm']}; lower train.learning_rate, raise "
+                    "train.warmup_steps or set train.grad_clip")
+  writer.train(step, m)
+  return {"step": step, "train_loss": m["train_loss"]}
+
+
+def _sample_text(sample_cfg, s: Setup, graphdef, params) -> str:
+  prompt = s.tokenizer.encode(sample_cfg.prompt or s.tokenizer.decode([0]))
+  max_len = s.model_cfg.max_len if isinstance(s.model_cfg, TransformerConfig) else None
+  if max_len is not None:
+    prompt = prompt[-max_len // 2:]
+  tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,
+                    seed=0, temperature=sample_cfg.temperature, top_k=sample_cfg.top_k,
+                    vocab_size=s.tokenizer.vocab_size, max_len=max_len)
+  return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
+
+
+def _flops_per_token(model_cfg, params, n_params: int, seq_len: int) -> float:
+  if isinstance(model_cfg, TransformerConfig):
+    # Position tables are lookups, not matmuls (nanoGPT leaves them out too).
+    n = n_params - (params["pos_embed"][...].size if "pos_embed" in params else 0)
+    return metrics_lib.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
+                                       model_cfg.head_size, seq_len)
+  return metrics_lib.flops_per_token(n_params, 0, 0, 0, seq_len)
+
+
+def _check_workdir(workdir: str) -> pathlib.Path:
+  if not workdir:
+    raise UserError("--workdir is required: the directory for metrics, TensorBoard files "
+                    "and checkpoints")
+  wd = pathlib.Path(workdir).expanduser()
+  if wd.exists() and not wd.is_dir():
+    raise UserError(f"--workdir={workdir} is a file, not a directory; pick another path")
+  if wd.is_dir() and (wd / "metrics.jsonl").exists():
+    raise UserError(f"--workdir={workdir} already holds a run (metrics.jsonl); use a new "
+                    "--workdir or remove the old one")
+  parent = next((p for p in [wd, *wd.parents] if p.exists()), None)
+  if parent is not None and not os.access(parent, os.W_OK):
+    raise UserError(f"--workdir={workdir} cannot be created: {parent} is not writable")
+  return wd
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+

@@ -1,0 +1,26 @@
+"""AdamW with linear warm-up, cosine decay and global-norm clipping (optax)."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
+                                                          optax.Schedule]:
+  """The optimizer for config section `train`, and its learning-rate schedule."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=t.learning_rate, warmup_steps=t.warmup_steps,
+      decay_steps=max(t.decay_steps or t.steps, t.warmup_steps + 1),
+      end_value=t.min_learning_rate)
+  adamw = optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+                      mask=_is_matrix)
+  if t.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip), adamw), schedule
+  return adamw, schedule
+
+
+def _is_matrix(params):
+  # Decay matrices (kernels, embeddings); not norm scales or biases (nanoGPT, GPT-3).
+  return jax.tree.map(lambda p: p.ndim >= 2, params)

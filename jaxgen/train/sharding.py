@@ -1,0 +1,116 @@
+"""Device mesh and shardings from logical axis names.
+
+Parameters carry logical names ('embed', 'mlp', ...); the config's
+`mesh.logical_axis_rules` maps each name to mesh axes ('data', 'fsdp',
+'tensor'). Optimizer moments inherit the names of the parameters they track,
+so one function shards the whole train state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxgen.errors import UserError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A data x fsdp x tensor mesh; a size of -1 takes the devices left over."""
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  n = len(devices)
+  spec = " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise UserError(f"mesh sizes {spec} are invalid: use positive sizes and at most one -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if n % known:
+      raise UserError(f"mesh {spec} cannot fill {n} devices: {n} is not a multiple of {known}; "
+                      "change mesh.data/mesh.fsdp/mesh.tensor")
+    sizes[sizes.index(-1)] = n // known
+  if math.prod(sizes) != n:
+    raise UserError(f"mesh {spec} has {math.prod(sizes)} devices but {n} are available; "
+                    "make mesh.data * mesh.fsdp * mesh.tensor equal the device count "
+                    "(or set one of them to -1)")
+  # Auto axis types: sharding is propagated by XLA from the annotations we give.
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules: Sequence[tuple[str, Any]]) -> P:
+  """PartitionSpec for a value with logical `axes`.
+
+  A dimension is left replicated when no rule names it, when its mesh axes
+  are already used by an earlier dimension, or when its size does not divide
+  evenly (e.g. 2 key/value heads on a tensor axis of 4).
+  """
+  rule_map = {name: mesh_axes for name, mesh_axes in rules}
+  used: set[str] = set()
+  spec = []
+  for name, size in zip(axes, shape):
+    mesh_axes = rule_map.get(name) if name is not None else None
+    if mesh_axes is None:
+      spec.append(None)
+      continue
+    mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+    mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1 and a not in used)
+    ways = math.prod(mesh.shape[a] for a in mesh_axes)
+    if not mesh_axes or size % ways:
+      spec.append(None)
+      continue
+    used.update(mesh_axes)
+    spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+  return P(*spec)
+
+
+def state_shardings(abstract_tree: Any, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a pytree of (abstract) values, nnx Variables included.
+
+  Variables with `logical_axes` metadata follow the rules; every other leaf
+  (step counters, RNG keys) is replicated.
+  """
+
+  def for_leaf(x):
+    if isinstance(x, nnx.Variable):
+      axes = x.get_metadata().get("logical_axes")
+      value = x.get_value()
+      spec = logical_to_spec(axes, value.shape, mesh, rules) if axes else P()
+      return x.replace(NamedSharding(mesh, spec))
+    return NamedSharding(mesh, P())
+
+  return jax.tree.map(for_leaf, abstract_tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Batch dimension over the data-parallel axes, sequence replicated."""
+  rule_map = dict(rules)
+  mesh_axes = rule_map.get("batch", ("data", "fsdp"))
+  mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+  return NamedSharding(mesh, P(mesh_axes or None, None))
+
+
+def data_parallel_size(mesh: Mesh, rules) -> int:
+  spec = batch_sharding(mesh, rules).spec[0]
+  if spec is None:
+    return 1
+  axes = (spec,) if isinstance(spec, str) else spec
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Places a global host batch on the mesh.
+
+  Every process holds the same global batch (the sampler is a pure function
+  of seed and step) and hands each of its devices only that device's slice,
+  so this works unchanged across hosts.
+  """
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+          for k, v in batch.items()}

@@ -1,0 +1,210 @@
+"""Tests for jaxgen.data: tokenizer, text sources, the split, window batches."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxgen.data.batches import WindowSampler
+from jaxgen.data.sources import load_text, split_train_val
+from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
+from jaxgen.errors import UserError
+
+SHAKESPEARE = (Path(__file__).resolve().parents[2] / "shared" / "data" /
+               "tiny_shakespeare" / "input.txt")
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+  message = str(err.value)
+  assert "\n" not in message
+  return message
+
+
+# Tokenizer.
+
+
+def test_vocabulary_is_sorted_distinct_chars():
+  tok = CharTokenizer.from_text("hello, world\n")
+  assert tok.chars == "\n ,dehlorw"
+  assert tok.vocab_size == 10
+  np.testing.assert_array_equal(tok.encode("\nw"), [0, 9])
+
+
+def test_encode_decode_round_trip_with_non_ascii():
+  text = "Ünïcödé ✓ and emoji 🙂!\nsecond line"
+  tok = CharTokenizer.from_text(text)
+  ids = tok.encode(text)
+  assert ids.dtype == np.int32 and ids.shape == (len(text),)
+  assert ids.min() == 0 and ids.max() == tok.vocab_size - 1
+  assert tok.decode(ids) == text
+  assert tok.decode(ids.tolist()) == text
+  assert tok.decode(np.asarray([], np.int32)) == ""
+
+
+def test_unknown_char_names_char_and_position():
+  tok = CharTokenizer.from_text("abc")
+  with pytest.raises(UserError) as err:
+    tok.encode("abcaXbZ")
+  message = _one_line(err)
+  assert "'X'" in message and "position 4" in message
+  assert "training corpus" in message
+
+
+def test_decode_rejects_ids_outside_vocabulary():
+  tok = CharTokenizer.from_text("abc")
+  with pytest.raises(ValueError, match="id 3"):
+    tok.decode([0, 3])
+
+
+def test_save_load_round_trip(tmp_path):
+  text = "To be, or not to be: 🙂"
+  tok = CharTokenizer.from_text(text)
+  path = tmp_path / "tokenizer.json"
+  tok.save(path)
+  assert json.loads(path.read_text(encoding="utf-8")) == {
+      "kind": "char", "chars": tok.chars}
+  assert os.listdir(tmp_path) == ["tokenizer.json"]  # no temp file left behind
+  for loaded in (CharTokenizer.load(path), load_tokenizer(str(path))):
+    assert isinstance(loaded, CharTokenizer)
+    assert loaded == tok
+    np.testing.assert_array_equal(loaded.encode(text), tok.encode(text))
+  # Overwriting an existing file works (os.replace onto it).
+  CharTokenizer.from_text("xy").save(path)
+  assert load_tokenizer(path).vocab_size == 2
+
+
+def test_load_tokenizer_errors(tmp_path):
+  path = tmp_path / "tokenizer.json"
+  path.write_text(json.dumps({"kind": "bpe9000", "chars": "ab"}))
+  with pytest.raises(UserError, match="unknown kind 'bpe9000'") as err:
+    load_tokenizer(path)
+  _one_line(err)
+  path.write_text("{not json")
+  with pytest.raises(UserError, match="cannot read tokenizer file"):
+    load_tokenizer(path)
+  path.write_text(json.dumps({"kind": "char", "chars": "ba"}))
+  with pytest.raises(UserError, match="corrupt"):
+    load_tokenizer(path)
+  with pytest.raises(UserError, match="no tokenizer file"):
+    load_tokenizer(tmp_path / "missing.json")
+
+
+# Text sources.
+
+
+def test_load_text_reads_relative_and_home_paths(tmp_path, monkeypatch):
+  (tmp_path / "corpus.txt").write_text("héllo\n", encoding="utf-8")
+  monkeypatch.chdir(tmp_path)
+  assert load_text("text:corpus.txt") == "héllo\n"
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert load_text("text:~/corpus.txt") == "héllo\n"
+
+
+@pytest.mark.parametrize("source", ["corpus.txt", "tfds:tiny_shakespeare", "txt:a"])
+def test_load_text_unknown_scheme(source):
+  with pytest.raises(UserError, match="no known scheme") as err:
+    load_text(source)
+  assert "text:PATH" in _one_line(err)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "does not exist"),
+    ("dir", "is a directory"),
+    (b"", "empty"),
+    (b" \n\t\n", "empty"),
+    (b"ab\xff", "not valid UTF-8"),
+])
+def test_load_text_errors(tmp_path, content, expected):
+  path = tmp_path / "corpus.txt"
+  if content == "dir":
+    path.mkdir()
+  elif content is not None:
+    path.write_bytes(content)
+  with pytest.raises(UserError, match=expected) as err:
+    load_text(f"text:{path}")
+  assert str(path) in _one_line(err)
+
+
+def test_load_text_utf8_error_gives_byte_offset(tmp_path):
+  path = tmp_path / "latin1.txt"
+  path.write_bytes("héllo".encode("utf-8") + b"ab\xff")
+  with pytest.raises(UserError, match="byte offset 8"):
+    load_text(f"text:{path}")
+
+
+def test_split_sizes_follow_nanogpt():
+  train, val = split_train_val(np.arange(1000))
+  assert len(train) == 900 and len(val) == 100
+  np.testing.assert_array_equal(np.concatenate([train, val]), np.arange(1000))
+  train, val = split_train_val(np.arange(15), val_fraction=0.2)
+  assert len(train) == 12 and len(val) == 3
+  with pytest.raises(UserError, match="val_fraction"):
+    split_train_val(np.arange(10), val_fraction=1.0)
+
+
+def test_tiny_shakespeare_vocab_and_split():
+  if not SHAKESPEARE.exists():
+    pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared "
+                "corpus); absent on this machine")
+  text = load_text(f"text:{SHAKESPEARE}")
+  assert len(text) == 1_115_394
+  tok = CharTokenizer.from_text(text)
+  assert tok.vocab_size == 65
+  ids = tok.encode(text)
+  assert tok.decode(ids) == text
+  train, val = split_train_val(ids)
+  assert (len(train), len(val)) == (1_003_854, 111_540)
+
+
+# Window batches.
+
+
+def test_batch_is_pure_function_of_seed_and_index():
+  tokens = np.arange(10_000)
+  a = WindowSampler(tokens, batch_size=8, seq_len=16, seed=3)
+  b = WindowSampler(tokens, batch_size=8, seq_len=16, seed=3)
+  # Out of order and repeated: no hidden iterator state.
+  for index in (5, 0, 5, 123456):
+    for key in ("inputs", "targets"):
+      np.testing.assert_array_equal(a.batch(index)[key], b.batch(index)[key])
+  assert not np.array_equal(a.batch(0)["inputs"], a.batch(1)["inputs"])
+  other_seed = WindowSampler(tokens, batch_size=8, seq_len=16, seed=4)
+  assert not np.array_equal(a.batch(0)["inputs"], other_seed.batch(0)["inputs"])
+
+
+def test_targets_are_inputs_shifted_within_the_corpus():
+  # Ids equal positions, so each row's first id is its window start.
+  tokens = np.arange(500)
+  sampler = WindowSampler(tokens, batch_size=32, seq_len=10, seed=0)
+  batch = sampler.batch(7)
+  for key in ("inputs", "targets"):
+    assert batch[key].dtype == np.int32 and batch[key].shape == (32, 10)
+  for row_in, row_tgt in zip(batch["inputs"], batch["targets"]):
+    s = row_in[0]
+    np.testing.assert_array_equal(row_in, tokens[s:s + 10])
+    np.testing.assert_array_equal(row_tgt, tokens[s + 1:s + 11])
+
+
+def test_windows_stay_in_bounds_and_reach_both_ends():
+  seq_len = 4
+  tokens = np.arange(12)
+  sampler = WindowSampler(tokens, batch_size=64, seq_len=seq_len, seed=1)
+  starts = np.concatenate([sampler.batch(i)["inputs"][:, 0] for i in range(10)])
+  assert starts.min() == 0 and starts.max() == len(tokens) - seq_len - 1
+  # A corpus of exactly one window has only one possible batch.
+  exact = WindowSampler(np.arange(seq_len + 1), batch_size=3, seq_len=seq_len, seed=0)
+  for i in range(5):
+    batch = exact.batch(i)
+    np.testing.assert_array_equal(batch["inputs"], np.tile(np.arange(4), (3, 1)))
+    np.testing.assert_array_equal(batch["targets"], np.tile(np.arange(1, 5), (3, 1)))
+
+
+def test_too_short_split_is_a_user_error():
+  with pytest.raises(UserError) as err:
+    WindowSampler(np.arange(8), batch_size=2, seq_len=8, seed=0,
+                  split_name="validation")
+  message = _one_line(err)
+  assert "validation split has 8 tokens" in message
+  assert "seq_len+1 = 9" in message and "data.seq_len" in message
