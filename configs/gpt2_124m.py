@@ -22,6 +22,7 @@ def get_config():
   c.model.dropout = 0.0
   c.model.dtype = "bfloat16"
   c.model.max_len = 1024
+  c.model.vocab_size = 50304  # GPT-2's 50257 rounded up to a multiple of 128
   c.data.seq_len = 1024
   c.train.steps = 5000
   c.train.batch_size = 16

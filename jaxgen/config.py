@@ -92,6 +92,7 @@ def transformer_model() -> ml_collections.ConfigDict:
   m.attention_backend = "auto"  # 'auto' | 'xla' | 'cudnn'
   m.dtype = "float32"  # compute dtype; 'bfloat16' on accelerators
   m.param_dtype = "float32"
+  m.vocab_size = 0  # 0: the tokenizer's; set larger to reserve ids (GPT-2: 50304)
   m.vocab_multiple = 128  # pad the vocabulary for fast head matmuls
   return m
 

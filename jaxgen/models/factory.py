@@ -25,7 +25,10 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 def model_config(m: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> ModelConfig:
   """The typed config for `m` with the tokenizer's `vocab_size` padded up."""
-  vocab = padded_vocab_size(vocab_size, m.get("vocab_multiple", 128))
+  if m.get("vocab_size", 0) and m.vocab_size < vocab_size:
+    raise UserError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                    f"{vocab_size}; raise it or set it to 0")
+  vocab = padded_vocab_size(max(vocab_size, m.get("vocab_size", 0)), m.get("vocab_multiple", 128))
   dtype, param_dtype = _dtype(m, "dtype"), _dtype(m, "param_dtype")
   try:
     if m.type == "lstm":

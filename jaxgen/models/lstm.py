@@ -15,6 +15,7 @@ only the [B, H] @ [H, 4H] recurrent matmul plus elementwise gate math.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -141,20 +142,83 @@ class LSTMLayer(nnx.Module):
         preferred_element_type=jnp.float32)
     gates_in_TBG = gates_in_TBG + self.bias[...].astype(jnp.float32)
     w_hh_HG = self.w_hh[...].astype(dtype)
+    h0_BH, c0_BH = (a.astype(jnp.float32) for a in carry)
+    h_TBH, h_BH, c_BH = _recurrence(gates_in_TBG, w_hh_HG, h0_BH, c0_BH,
+                                    self.unroll)
+    return h_TBH, (h_BH, c_BH)
 
-    def step(carry, gates_in_BG):
-      h_BH, c_BH = carry
-      gates_BG = gates_in_BG + jnp.dot(
-          h_BH.astype(dtype), w_hh_HG, preferred_element_type=jnp.float32)
-      i_BH, f_BH, g_BH, o_BH = jnp.split(gates_BG, 4, axis=-1)
-      # Gate math and the cell state stay fp32 even when matmuls are bf16.
-      c_BH = jax.nn.sigmoid(f_BH) * c_BH + jax.nn.sigmoid(i_BH) * jnp.tanh(g_BH)
-      h_BH = jax.nn.sigmoid(o_BH) * jnp.tanh(c_BH)
-      return (h_BH, c_BH), h_BH.astype(dtype)
 
-    carry = tuple(a.astype(jnp.float32) for a in carry)
-    carry, h_TBH = jax.lax.scan(step, carry, gates_in_TBG, unroll=self.unroll)
-    return h_TBH, carry
+# The recurrence has a hand-written VJP, as cuDNN does: autodiff of the scan
+# would accumulate dL/dW_hh inside the backward loop, one thin
+# [H, B] @ [B, 4H] matmul and a [H, 4H] add per step. Here the backward loop
+# only emits each step's gate gradients and the W_hh gradient is one large
+# matmul over all timesteps afterwards.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _recurrence(
+    gates_in_TBG: jax.Array, w_hh_HG: jax.Array, h0_BH: jax.Array,
+    c0_BH: jax.Array, unroll: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Runs the cell over time: (h for every step, final h, final c)."""
+  out, _ = _recurrence_fwd(gates_in_TBG, w_hh_HG, h0_BH, c0_BH, unroll)
+  return out
+
+
+def _recurrence_fwd(gates_in_TBG, w_hh_HG, h0_BH, c0_BH, unroll):
+  dtype = w_hh_HG.dtype
+
+  def step(carry, gates_in_BG):
+    h_BH, c_BH = carry
+    gates_BG = gates_in_BG + jnp.dot(
+        h_BH.astype(dtype), w_hh_HG, preferred_element_type=jnp.float32)
+    i_BH, f_BH, g_BH, o_BH = jnp.split(gates_BG, 4, axis=-1)
+    i_BH, f_BH, o_BH = (jax.nn.sigmoid(a) for a in (i_BH, f_BH, o_BH))
+    g_BH = jnp.tanh(g_BH)
+    # Gate math and the cell state stay fp32 even when matmuls are bf16.
+    c_BH = f_BH * c_BH + i_BH * g_BH
+    h_BH = o_BH * jnp.tanh(c_BH)
+    acts_BG = jnp.concatenate([i_BH, f_BH, g_BH, o_BH], axis=-1)
+    return (h_BH, c_BH), (h_BH.astype(dtype), c_BH, acts_BG)
+
+  (h_BH, c_BH), (h_TBH, c_TBH, acts_TBG) = jax.lax.scan(
+      step, (h0_BH, c0_BH), gates_in_TBG, unroll=unroll)
+  residuals = (w_hh_HG, h0_BH, c0_BH, h_TBH, c_TBH, acts_TBG)
+  return (h_TBH, h_BH, c_BH), residuals
+
+
+def _recurrence_bwd(unroll, residuals, cotangents):
+  w_hh_HG, h0_BH, c0_BH, h_TBH, c_TBH, acts_TBG = residuals
+  dh_out_TBH, dh_last_BH, dc_last_BH = cotangents
+  dtype = w_hh_HG.dtype
+  c_prev_TBH = jnp.concatenate([c0_BH[None], c_TBH[:-1]], axis=0)
+
+  def step(carry, xs):
+    dh_next_BH, dc_next_BH = carry
+    dh_out_BH, c_BH, c_prev_BH, acts_BG = xs
+    i_BH, f_BH, g_BH, o_BH = jnp.split(acts_BG, 4, axis=-1)
+    dh_BH = dh_out_BH.astype(jnp.float32) + dh_next_BH
+    tanh_c_BH = jnp.tanh(c_BH)
+    dc_BH = dc_next_BH + dh_BH * o_BH * (1 - tanh_c_BH * tanh_c_BH)
+    # Gradients wrt the pre-activations (sigmoid' = s(1-s), tanh' = 1-t^2).
+    dgates_BG = jnp.concatenate([
+        dc_BH * g_BH * i_BH * (1 - i_BH),
+        dc_BH * c_prev_BH * f_BH * (1 - f_BH),
+        dc_BH * i_BH * (1 - g_BH * g_BH),
+        dh_BH * tanh_c_BH * o_BH * (1 - o_BH),
+    ], axis=-1)
+    dh_prev_BH = jnp.dot(dgates_BG.astype(dtype), w_hh_HG.T,
+                         preferred_element_type=jnp.float32)
+    return (dh_prev_BH, dc_BH * f_BH), dgates_BG
+
+  (dh0_BH, dc0_BH), dgates_TBG = jax.lax.scan(
+      step, (dh_last_BH.astype(jnp.float32), dc_last_BH.astype(jnp.float32)),
+      (dh_out_TBH, c_TBH, c_prev_TBH, acts_TBG), reverse=True, unroll=unroll)
+  h_prev_TBH = jnp.concatenate([h0_BH[None].astype(dtype), h_TBH[:-1]], axis=0)
+  dw_hh_HG = jnp.einsum("TBH,TBG->HG", h_prev_TBH, dgates_TBG.astype(dtype),
+                        preferred_element_type=jnp.float32)
+  return dgates_TBG, dw_hh_HG.astype(dtype), dh0_BH, dc0_BH
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def _gate_bias_init(forget_bias: float):

@@ -32,7 +32,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
       ce, grads = _accumulate(grad_fn, state.params, batch, rng, grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": ce, "grad_norm": optax.global_norm(grads),
+    metrics = {"train_loss": ce, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -1,0 +1,40 @@
+"""Shared test fixtures' building blocks: small corpora and configs."""
+
+import pathlib
+
+from jaxgen import config as base
+
+SHARED_CORPUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tiny_shakespeare/input.txt"
+
+_VERSE = (
+    "To be, or not to be, that is the question:\n"
+    "Whether 'tis nobler in the mind to suffer\n"
+    "The slings and arrows of outrageous fortune,\n"
+    "Or to take arms against a sea of troubles\n"
+    "And by opposing end them. To die: to sleep;\n"
+)
+
+
+def write_corpus(path: pathlib.Path, repeats: int = 60) -> str:
+  """A small UTF-8 corpus (about 13 KB) with a 40-odd character vocabulary."""
+  path.write_text(_VERSE * repeats, encoding="utf-8")
+  return f"text:{path}"
+
+
+def tiny_transformer_config(source: str, **train):
+  c = base.base_config()
+  c.model = base.transformer_model()
+  c.model.num_layers, c.model.num_heads, c.model.embed_dim = 2, 4, 32
+  c.data.source, c.data.seq_len = source, 32
+  c.train.update({**dict(steps=20, batch_size=16, warmup_steps=5, log_every=10,
+                         compilation_cache_dir=""), **train})
+  c.eval.update(every_steps=0, steps=2)
+  c.sample.num_tokens = 0
+  return c
+
+
+def tiny_lstm_config(source: str, **train):
+  c = tiny_transformer_config(source, **train)
+  c.model = base.lstm_model()
+  c.model.num_layers, c.model.embed_dim, c.model.hidden_size, c.model.unroll = 2, 32, 32, 4
+  return c
