@@ -165,18 +165,19 @@ def _recurrence(
 
 def _recurrence_fwd(gates_in_TBG, w_hh_HG, h0_BH, c0_BH, unroll):
   dtype = w_hh_HG.dtype
+  scale_G = _gate_scale(w_hh_HG.shape[0])
 
   def step(carry, gates_in_BG):
     h_BH, c_BH = carry
     gates_BG = gates_in_BG + jnp.dot(
         h_BH.astype(dtype), w_hh_HG, preferred_element_type=jnp.float32)
-    i_BH, f_BH, g_BH, o_BH = jnp.split(gates_BG, 4, axis=-1)
-    i_BH, f_BH, o_BH = (jax.nn.sigmoid(a) for a in (i_BH, f_BH, o_BH))
-    g_BH = jnp.tanh(g_BH)
+    # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so one tanh over all four gates
+    # gives every activation in one fused elementwise pass.
+    acts_BG = jnp.tanh(gates_BG * scale_G) * scale_G + (1 - scale_G)
+    i_BH, f_BH, g_BH, o_BH = jnp.split(acts_BG, 4, axis=-1)
     # Gate math and the cell state stay fp32 even when matmuls are bf16.
     c_BH = f_BH * c_BH + i_BH * g_BH
     h_BH = o_BH * jnp.tanh(c_BH)
-    acts_BG = jnp.concatenate([i_BH, f_BH, g_BH, o_BH], axis=-1)
     return (h_BH, c_BH), (h_BH.astype(dtype), c_BH, acts_BG)
 
   (h_BH, c_BH), (h_TBH, c_TBH, acts_TBG) = jax.lax.scan(
@@ -189,6 +190,9 @@ def _recurrence_bwd(unroll, residuals, cotangents):
   w_hh_HG, h0_BH, c0_BH, h_TBH, c_TBH, acts_TBG = residuals
   dh_out_TBH, dh_last_BH, dc_last_BH = cotangents
   dtype = w_hh_HG.dtype
+  # d act / d pre-activation = (1 - a) * (a + k): k = 0 gives the sigmoid's
+  # a(1 - a), k = 1 the tanh's 1 - a^2.
+  k_G = 2 * _gate_scale(w_hh_HG.shape[0]) - 1
   c_prev_TBH = jnp.concatenate([c0_BH[None], c_TBH[:-1]], axis=0)
 
   def step(carry, xs):
@@ -198,13 +202,10 @@ def _recurrence_bwd(unroll, residuals, cotangents):
     dh_BH = dh_out_BH.astype(jnp.float32) + dh_next_BH
     tanh_c_BH = jnp.tanh(c_BH)
     dc_BH = dc_next_BH + dh_BH * o_BH * (1 - tanh_c_BH * tanh_c_BH)
-    # Gradients wrt the pre-activations (sigmoid' = s(1-s), tanh' = 1-t^2).
-    dgates_BG = jnp.concatenate([
-        dc_BH * g_BH * i_BH * (1 - i_BH),
-        dc_BH * c_prev_BH * f_BH * (1 - f_BH),
-        dc_BH * i_BH * (1 - g_BH * g_BH),
-        dh_BH * tanh_c_BH * o_BH * (1 - o_BH),
-    ], axis=-1)
+    dacts_BG = jnp.concatenate(
+        [dc_BH * g_BH, dc_BH * c_prev_BH, dc_BH * i_BH, dh_BH * tanh_c_BH],
+        axis=-1)
+    dgates_BG = dacts_BG * (1 - acts_BG) * (acts_BG + k_G)
     dh_prev_BH = jnp.dot(dgates_BG.astype(dtype), w_hh_HG.T,
                          preferred_element_type=jnp.float32)
     return (dh_prev_BH, dc_BH * f_BH), dgates_BG
@@ -216,6 +217,12 @@ def _recurrence_bwd(unroll, residuals, cotangents):
   dw_hh_HG = jnp.einsum("TBH,TBG->HG", h_prev_TBH, dgates_TBG.astype(dtype),
                         preferred_element_type=jnp.float32)
   return dgates_TBG, dw_hh_HG.astype(dtype), dh0_BH, dc0_BH
+
+
+def _gate_scale(hidden: int) -> jax.Array:
+  """[4H] pre-tanh scale: 1/2 for the sigmoid gates i, f, o and 1 for g."""
+  half, one = jnp.full((hidden,), 0.5), jnp.ones((hidden,))
+  return jnp.concatenate([half, half, one, half])
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
