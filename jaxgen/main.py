@@ -30,6 +30,9 @@ def main(argv: list[str]) -> None:
           "shakespeare_char_cpu.py --workdir=runs/sc", status=2)
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/shakespeare_char_cpu.py", status=2)
+  if not _WORKDIR.value:
+    _fail("--workdir is required: the directory for metrics, TensorBoard files and "
+          "checkpoints", status=2)
   try:
     _setup_jax(_CONFIG.value)
     from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks

@@ -171,6 +171,9 @@ def _write_json_atomically(path: str | os.PathLike[str], obj: Any) -> None:
       json.dump(obj, f, ensure_ascii=False)
       f.flush()
       os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
