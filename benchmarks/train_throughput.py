@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxgen import host
 from jaxgen import metrics as metrics_lib
 from jaxgen.models.factory import model_config
 from jaxgen.train import sharding
@@ -34,6 +35,7 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 65, "Tokenizer vocabulary size (befo
 
 def main(argv):
   del argv
+  host.tune_malloc()  # as the jaxgen command does
   cfg = _CONFIG.value
   t = cfg.train
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)

@@ -83,6 +83,8 @@ def _flag_error(e: BaseException, argv: list[str]) -> str:
 
 
 def _setup_jax(cfg) -> None:
+  from jaxgen import host
+  host.tune_malloc()
   import jax
   cache_dir = cfg.train.get("compilation_cache_dir", "")
   if cache_dir:
