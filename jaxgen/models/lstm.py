@@ -147,10 +147,10 @@ class LSTMLM(nnx.Module):
       new_carry.append(layer_carry)
     # Head in time-major, then one transpose: XLA's CPU runtime rejects the
     # bf16 x bf16 -> f32 dot that a fused "TBH,HV->BTV" becomes.
-    logits_TBV = jnp.einsum(
-        "TBH,HV->TBV", x_TBH, self.head_w[...].astype(self.cfg.dtype),
-        preferred_element_type=jnp.float32)
-    logits_TBV = logits_TBV + self.head_b[...].astype(jnp.float32)
+    t, b, h = x_TBH.shape
+    logits_MV = jnp.dot(x_TBH.reshape(t * b, h), self.head_w[...].astype(self.cfg.dtype),
+                        preferred_element_type=jnp.float32)
+    logits_TBV = (logits_MV + self.head_b[...].astype(jnp.float32)).reshape(t, b, -1)
     return jnp.swapaxes(logits_TBV, 0, 1), tuple(new_carry)
 
 
@@ -174,10 +174,12 @@ class LSTMLayer(nnx.Module):
 
   def project(self, x_TBD: jax.Array) -> jax.Array:
     """Input projection of all timesteps in one matmul, outside the scan."""
-    gates_in_TBG = jnp.einsum(
-        "TBD,DG->TBG", x_TBD.astype(self.dtype),
-        self.w_ih[...].astype(self.dtype), preferred_element_type=jnp.float32)
-    return gates_in_TBG + self.bias[...].astype(jnp.float32)
+    # On [T*B, D] token rows: see layers.tokens_2d for why 2-D.
+    x_MD = layers.tokens_2d(x_TBD).astype(self.dtype)
+    gates_in_MG = jnp.dot(x_MD, self.w_ih[...].astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+    gates_in_MG = gates_in_MG + self.bias[...].astype(jnp.float32)
+    return gates_in_MG.reshape(x_TBD.shape[:-1] + (gates_in_MG.shape[-1],))
 
   def project_vocab(
       self, embedding_VD: jax.Array, tokens_TB: jax.Array
@@ -273,8 +275,9 @@ def _recurrence_bwd(
       step, (dh_last_BH.astype(jnp.float32), dc_last_BH.astype(jnp.float32)),
       (dh_out_TBH, c_TBH, c_prev_TBH, acts_TBG), reverse=True, unroll=unroll)
   h_prev_TBH = jnp.concatenate([h0_BH[None].astype(dtype), h_TBH[:-1]], axis=0)
-  dw_hh_HG = jnp.einsum("TBH,TBG->HG", h_prev_TBH, dgates_TBG.astype(dtype),
-                        preferred_element_type=jnp.float32)
+  dw_hh_HG = jnp.dot(layers.tokens_2d(h_prev_TBH).T,
+                     layers.tokens_2d(dgates_TBG.astype(dtype)),
+                     preferred_element_type=jnp.float32)
   return dgates_TBG, dw_hh_HG.astype(dtype), dh0_BH, dc0_BH
 
 
