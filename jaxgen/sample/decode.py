@@ -21,35 +21,46 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
   """Samples `num_tokens` tokens after each prompt row; returns them [B, num_tokens].
 
   `vocab_size` (the tokenizer's, before padding) keeps padded ids from being
-  drawn. With a context limit `max_len` (learned positions), generation
-  continues past it by re-reading the last half context, as nanoGPT crops
-  its context.
+  drawn. With a context limit `max_len` (Transformers), generation continues
+  past it by re-reading the last half context, as nanoGPT crops its
+  context; a longer prompt keeps only its last `max_len // 2` tokens.
   """
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   rng = jax.random.key(seed)
+  if max_len is None:  # no context limit (LSTM): one compiled loop does it all
+    return np.asarray(_generate_segment(graphdef, params, prompt_BP, prompt_BP.shape[1], rng,
+                                        num_tokens, temperature, top_k, vocab_size))
+  # Windowed: each segment re-reads the last `window` tokens (right-padded to
+  # a fixed shape, so every segment reuses one compiled program) and
+  # generates the rest of the context.
+  window = max_len // 2
+  per_segment = max_len - window
+  context_BP = prompt_BP[:, -window:]
   out = []
-  context_BP = prompt_BP
-  remaining = num_tokens
-  while remaining > 0:
-    if max_len is not None and context_BP.shape[1] >= max_len:
-      context_BP = context_BP[:, -(max_len // 2):]
-    room = remaining if max_len is None else min(remaining, max_len - context_BP.shape[1])
+  while sum(o.shape[1] for o in out) < num_tokens:
     rng, key = jax.random.split(rng)
-    new_BN = _generate_segment(graphdef, params, context_BP, key, room, temperature, top_k,
-                               vocab_size)
+    length = context_BP.shape[1]
+    padded_BW = jnp.pad(context_BP, ((0, 0), (0, window - length)))
+    new_BN = _generate_segment(graphdef, params, padded_BW, length, key, per_segment,
+                               temperature, top_k, vocab_size)
     out.append(new_BN)
-    context_BP = jnp.concatenate([context_BP, new_BN], axis=1)
-    remaining -= room
-  return np.asarray(jnp.concatenate(out, axis=1))
+    context_BP = jnp.concatenate([context_BP, new_BN], axis=1)[:, -window:]
+  return np.asarray(jnp.concatenate(out, axis=1)[:, :num_tokens])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _generate_segment(graphdef, params, prompt_BP, rng, num_tokens, temperature, top_k,
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temperature, top_k,
                       vocab_size):
+  """Prefills `prompt_BP[:, :length]` (the rest is padding) and samples `num_tokens`."""
   model = nnx.merge(graphdef, params)
   b, p = prompt_BP.shape
   cache = model.init_cache(b, p + num_tokens)
   logits_BPV, cache = model.decode(prompt_BP, cache)
+  if isinstance(cache, dict) and "index" in cache:
+    # Padding's keys/values sit at slots >= length, which the next steps
+    # overwrite before any query can see them.
+    cache = {**cache, "index": jnp.asarray(length, jnp.int32)}
+  last_BV = jax.lax.dynamic_index_in_dim(logits_BPV, length - 1, axis=1, keepdims=False)
 
   def step(carry, key):
     logits_BV, cache = carry
@@ -58,7 +69,7 @@ def _generate_segment(graphdef, params, prompt_BP, rng, num_tokens, temperature,
     return (logits_B1V[:, 0], cache), token_B
 
   keys = jax.random.split(rng, num_tokens)
-  _, tokens_NB = jax.lax.scan(step, (logits_BPV[:, -1], cache), keys)
+  _, tokens_NB = jax.lax.scan(step, (last_BV, cache), keys)
   return tokens_NB.T
 
 
