@@ -23,6 +23,7 @@ from jaxgen import host
 from jaxgen import metrics as metrics_lib
 from jaxgen.models.factory import model_config
 from jaxgen.train import sharding
+from jaxgen.train.loop import model_flops_per_token
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import count_params, create_train_state
 from jaxgen.train.step import make_train_step
@@ -76,7 +77,7 @@ def main(argv):
   step_s = float(np.median(np.diff(done_at)))
   tokens = t.batch_size * cfg.data.seq_len
   n_params = count_params(state.params)
-  fpt = _flops_per_token(model_cfg, n_params, cfg.data.seq_len)
+  fpt = model_flops_per_token(model_cfg, state.params, cfg.data.seq_len)
   peak = metrics_lib.peak_flops(jax.devices()[0])
   result = {
       "benchmark": "train_throughput", "config": cfg.model.type, "params": n_params,
@@ -85,18 +86,10 @@ def main(argv):
       "dtype": cfg.model.dtype, "steps": _STEPS.value,
       "step_ms": round(step_s * 1e3, 3), "tokens_per_s": round(tokens / step_s, 1),
       "wall_ms_per_step": round(wall_s / _STEPS.value * 1e3, 3),
-      "compile_s": round(compile_s, 2),
+      "compile_s": round(compile_s, 2), "flops_per_token": fpt,
       "mfu": round(tokens / step_s * fpt / peak, 4) if peak else None,
   }
   print(json.dumps(result))
-
-
-def _flops_per_token(model_cfg, n_params, seq_len):
-  layers = getattr(model_cfg, "num_heads", None)
-  if layers is None:
-    return metrics_lib.flops_per_token(n_params, 0, 0, 0, seq_len)
-  return metrics_lib.flops_per_token(n_params, model_cfg.num_layers, model_cfg.num_heads,
-                                     model_cfg.head_size, seq_len)
 
 
 if __name__ == "__main__":

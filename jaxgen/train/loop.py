@@ -93,7 +93,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   n_params = count_params(state.params)
   writer = metrics_lib.MetricsWriter(
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
-      flops_per_token=_flops_per_token(s.model_cfg, state.params, n_params, cfg.data.seq_len),
+      flops_per_token=model_flops_per_token(s.model_cfg, state.params, cfg.data.seq_len),
       peak_flops=metrics_lib.peak_flops(jax.devices()[0]), log_every=t.log_every,
       is_primary=primary)
   if primary:
@@ -162,7 +162,9 @@ def _sample_text(sample_cfg, s: Setup, graphdef, params) -> str:
   return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
 
 
-def _flops_per_token(model_cfg, params, n_params: int, seq_len: int) -> float:
+def model_flops_per_token(model_cfg: ModelConfig, params, seq_len: int) -> float:
+  """Training FLOPs per token (6N + attention), the numerator of MFU."""
+  n_params = count_params(params)
   if isinstance(model_cfg, TransformerConfig):
     # Position tables are lookups, not matmuls (nanoGPT leaves them out too).
     n = n_params - (params["pos_embed"][...].size if "pos_embed" in params else 0)
