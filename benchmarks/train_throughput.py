@@ -36,7 +36,6 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 65, "Tokenizer vocabulary size (befo
 
 def main(argv):
   del argv
-  host.tune_malloc()  # as the jaxgen command does
   cfg = _CONFIG.value
   t = cfg.train
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
@@ -93,4 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host.restart_with_malloc_tunables()  # as the jaxgen command does
   app.run(main)

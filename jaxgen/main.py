@@ -45,6 +45,8 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point."""
+  from jaxgen import host
+  host.restart_with_malloc_tunables()
   app.run(main, flags_parser=_parse_flags)
 
 
@@ -83,8 +85,6 @@ def _flag_error(e: BaseException, argv: list[str]) -> str:
 
 
 def _setup_jax(cfg) -> None:
-  from jaxgen import host
-  host.tune_malloc()
   import jax
   cache_dir = cfg.train.get("compilation_cache_dir", "")
   if cache_dir:
