@@ -91,15 +91,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
 
   n_params = count_params(state.params)
+  if primary:
+    print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh "
+          f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
   writer = metrics_lib.MetricsWriter(
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
       flops_per_token=model_flops_per_token(s.model_cfg, state.params, cfg.data.seq_len),
       peak_flops=metrics_lib.peak_flops(jax.devices()[0]), log_every=t.log_every,
       is_primary=primary)
-  if primary:
-    print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh "
-          f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
 
   last = {}
   pending = None  # (step, device metrics) of the step before the one in flight
@@ -129,7 +129,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.text(t.steps, "sample", text)
       last["sample"] = text
   finally:
-    writer.close({k: v for k, v in last.items() if k in ("val_loss", "best_val_loss")})
+    writer.close()
   return last
 
 
