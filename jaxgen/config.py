@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.steps = 20  # batches per evaluation
   c.eval.batch_size = 0  # 0: same as train.batch_size
 
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500  # also saved at the end of training; 0: only at the end
+  c.checkpoint.keep = 3  # newest checkpoints kept
+
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices left over by the other axes
   c.mesh.fsdp = 1

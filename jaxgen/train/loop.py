@@ -14,12 +14,13 @@ import numpy as np
 from jaxgen import metrics as metrics_lib
 from jaxgen.data.batches import WindowSampler
 from jaxgen.data.sources import load_text, split_train_val
-from jaxgen.data.tokenizer import CharTokenizer
+from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
 from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, model_config
 from jaxgen.models.transformer import TransformerConfig
 from jaxgen.sample.decode import generate
 from jaxgen.train import sharding
+from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import count_params, create_train_state
 from jaxgen.train.step import make_eval_step, make_train_step
@@ -75,10 +76,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains as `cfg` says; returns the final metrics (also in WORKDIR/metrics.jsonl)."""
   s = prepare(cfg, workdir)
   primary = jax.process_index() == 0
+  _check_same_tokenizer(s)
   if primary:
     s.workdir.mkdir(parents=True, exist_ok=True)
-    s.tokenizer.save(s.workdir / "tokenizer.json")
-    (s.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
+    if not (s.workdir / "tokenizer.json").exists():
+      s.tokenizer.save(s.workdir / "tokenizer.json")
+    if not (s.workdir / "config.json").exists():
+      (s.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
 
   t = cfg.train
   optimizer, schedule = make_optimizer(t)
@@ -90,10 +94,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
 
+  ckpt = Checkpointer(s.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    if primary:
+      print(f"jaxgen: resuming from {ckpt.directory / str(ckpt.latest_step())} "
+            f"(step {int(state.step)})", flush=True)
   n_params = count_params(state.params)
   if primary:
     print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh "
+          f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh "
           f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
   writer = metrics_lib.MetricsWriter(
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
@@ -114,10 +124,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         last.update(_report(writer, *pending))
       pending = (step + 1, step_metrics)
       done = step + 1 == t.steps
-      if cfg.eval.every_steps and cfg.eval.steps and ((step + 1) % cfg.eval.every_steps == 0
-                                                      or done):
+      save = done or ckpt.due(step + 1)
+      evaluate_now = bool(cfg.eval.every_steps and cfg.eval.steps) and (
+          (step + 1) % cfg.eval.every_steps == 0 or done)
+      if save or evaluate_now:
+        # Reported first: a step whose loss is not finite stops the run
+        # before it can be saved, so the newest checkpoint is always good.
         last.update(_report(writer, *pending))
         pending = None
+      if save:
+        ckpt.save(step + 1, state)
+      if evaluate_now:
         val_loss = evaluate(eval_step, state.params, s.eval_batches, cfg.eval.steps, batch_sh)
         last["val_loss"] = val_loss
         last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
@@ -129,6 +146,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.text(t.steps, "sample", text)
       last["sample"] = text
   finally:
+    ckpt.close()
     writer.close()
   return last
 
@@ -173,6 +191,14 @@ def model_flops_per_token(model_cfg: ModelConfig, params, seq_len: int) -> float
   return metrics_lib.flops_per_token(n_params, 0, 0, 0, seq_len)
 
 
+def _check_same_tokenizer(s: Setup) -> None:
+  path = s.workdir / "tokenizer.json"
+  if path.exists() and load_tokenizer(path) != s.tokenizer:
+    raise UserError(f"the corpus in data.source gives a different tokenizer than {path}, "
+                    "which this workdir's run was trained with; use the same corpus or a new "
+                    "--workdir")
+
+
 def _check_workdir(workdir: str) -> pathlib.Path:
   if not workdir:
     raise UserError("--workdir is required: the directory for metrics, TensorBoard files "
@@ -180,9 +206,6 @@ def _check_workdir(workdir: str) -> pathlib.Path:
   wd = pathlib.Path(workdir).expanduser()
   if wd.exists() and not wd.is_dir():
     raise UserError(f"--workdir={workdir} is a file, not a directory; pick another path")
-  if wd.is_dir() and (wd / "metrics.jsonl").exists():
-    raise UserError(f"--workdir={workdir} already holds a run (metrics.jsonl); use a new "
-                    "--workdir or remove the old one")
   parent = next((p for p in [wd, *wd.parents] if p.exists()), None)
   if parent is not None and not os.access(parent, os.W_OK):
     raise UserError(f"--workdir={workdir} cannot be created: {parent} is not writable")

@@ -1,0 +1,61 @@
+"""Orbax checkpoints of the whole train state in WORKDIR/checkpoints/<step>/.
+
+The state holds parameters, optimizer state, the step and the RNG; the data
+position is the step itself (batches are a pure function of seed and step),
+and the tokenizer and config sit beside the checkpoints in the workdir, so a
+restored state continues the run exactly.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxgen.errors import UserError
+
+
+class Checkpointer:
+  """Asynchronous saves every `every_steps` steps, keeping the newest `keep`."""
+
+  def __init__(self, workdir: pathlib.Path, *, every_steps: int, keep: int):
+    self.every_steps = every_steps
+    self.directory = (workdir / "checkpoints").absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                             enable_async_checkpointing=True))
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step (Orbax ignores unfinished saves)."""
+    return self._manager.latest_step()
+
+  def restore(self, like):
+    """The newest checkpoint, laid out with the shardings of the arrays in `like`."""
+    step = self.latest_step()
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+      raise UserError(f"checkpoint {self.directory / str(step)} does not fit this config "
+                      f"({' '.join(str(e).split())[:200]}); use the config it was trained with "
+                      "or a new --workdir") from None
+
+  def due(self, step: int) -> bool:
+    return bool(self.every_steps) and step % self.every_steps == 0
+
+  def save(self, step: int, state) -> None:
+    """Starts an asynchronous save of `state` as step `step`.
+
+    The device-to-host copy happens before this returns, so the caller may
+    donate `state` to the next step right away.
+    """
+    if self.latest_step() != step:
+      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def close(self) -> None:
+    """Waits for the save in flight to be complete on disk."""
+    self._manager.wait_until_finished()
+    self._manager.close()

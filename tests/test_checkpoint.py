@@ -1,0 +1,66 @@
+"""Checkpoints: exact resume, restore onto another mesh, mismatches refused."""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxgen.errors import UserError
+from tests.helpers import tiny_transformer_config, write_corpus
+from tests.test_train import run, train_losses
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp("corpus") / "verse.txt")
+
+
+def config(source, steps):
+  # decay_steps pins the schedule, so a 10-step run is the first half of a 20-step one.
+  cfg = tiny_transformer_config(source, steps=steps, decay_steps=20)
+  cfg.checkpoint.every_steps = 5
+  return cfg
+
+
+def last_by_step(workdir):
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
+
+
+def saved_params(workdir, step):
+  restored = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")
+  return jax.tree.leaves(restored["params"])
+
+
+def test_resume_continues_bit_for_bit(source, tmp_path):
+  run(config(source, 20), tmp_path / "whole")
+  run(config(source, 10), tmp_path / "split")
+  assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["10", "5"]
+  run(config(source, 20), tmp_path / "split")  # same command again: resumes at step 10
+  whole, split = last_by_step(tmp_path / "whole"), last_by_step(tmp_path / "split")
+  assert sorted(split) == list(range(1, 21))
+  assert [split[i] for i in range(11, 21)] == [whole[i] for i in range(11, 21)]
+  for a, b in zip(saved_params(tmp_path / "whole", 20), saved_params(tmp_path / "split", 20)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+def test_restore_onto_another_mesh(source, tmp_path):
+  run(config(source, 20), tmp_path / "one", (1, 1, 1))
+  run(config(source, 10), tmp_path / "moved", (2, 2, 2))
+  run(config(source, 20), tmp_path / "moved", (1, 1, 1))
+  one, moved = last_by_step(tmp_path / "one"), last_by_step(tmp_path / "moved")
+  np.testing.assert_allclose([moved[i] for i in range(11, 21)], [one[i] for i in range(11, 21)],
+                             atol=1e-5, rtol=0)
+
+
+def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):
+  run(config(source, 5), tmp_path / "run")
+  before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+  other = write_corpus(tmp_path / "other.txt", repeats=5)
+  (tmp_path / "other.txt").write_text((tmp_path / "other.txt").read_text() + "XYZ~")
+  with pytest.raises(UserError, match="different tokenizer"):
+    run(config(other, 10), tmp_path / "run")
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
