@@ -1,6 +1,11 @@
 """Checkpoints: exact resume, restore onto another mesh, mismatches refused."""
 
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -64,3 +69,33 @@ def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):
   with pytest.raises(UserError, match="different tokenizer"):
     run(config(other, 10), tmp_path / "run")
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(source, tmp_path):
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "jaxgen", "train", "--config=configs/shakespeare_char_cpu.py",
+         f"--config.data.source={source}",
+         "--config.train.steps=100000", "--config.train.log_every=5",
+         "--config.model.num_layers=1", "--config.model.embed_dim=32", "--config.data.seq_len=32",
+         "--config.eval.every_steps=0", "--config.train.compilation_cache_dir=",
+         f"--workdir={workdir}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    for line in proc.stdout:
+      if line.startswith("step 20/"):
+        break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()  # the preemption path failed; do not leave it running
+  assert proc.returncode == 0, err
+  assert "Traceback" not in err
+  stopped = int(out.split("SIGTERM received: stopped at step ")[1].split()[0])
+  assert stopped >= 20
+  assert (workdir / "checkpoints" / str(stopped)).is_dir()
+  steps = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) == stopped

@@ -22,6 +22,7 @@ from jaxgen.sample.decode import generate
 from jaxgen.train import sharding
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
+from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state
 from jaxgen.train.step import make_eval_step, make_train_step
 
@@ -113,41 +114,49 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
   last = {}
   pending = None  # (step, device metrics) of the step before the one in flight
-  try:
-    for step in range(int(state.step), t.steps):
-      batch = sharding.put_batch(s.train_batches.batch(step), batch_sh)
-      state, step_metrics = train_step(state, batch)
-      # Fetching the previous step's metrics only now keeps one step queued
-      # behind the running one: the device never waits for the host, and no
-      # more than two steps are ever in flight.
+  with StopRequest() as stop:
+    try:
+      for step in range(int(state.step), t.steps):
+        batch = sharding.put_batch(s.train_batches.batch(step), batch_sh)
+        state, step_metrics = train_step(state, batch)
+        # Fetching the previous step's metrics only now keeps one step queued
+        # behind the running one: the device never waits for the host, and no
+        # more than two steps are ever in flight.
+        if pending is not None:
+          last.update(_report(writer, *pending))
+        pending = (step + 1, step_metrics)
+        last_step = step + 1 == t.steps
+        save = last_step or bool(stop) or ckpt.due(step + 1)
+        evaluate_now = bool(cfg.eval.every_steps and cfg.eval.steps) and (
+            (step + 1) % cfg.eval.every_steps == 0 or last_step)
+        if save or evaluate_now:
+          # Reported first: a step whose loss is not finite stops the run
+          # before it can be saved, so the newest checkpoint is always good.
+          last.update(_report(writer, *pending))
+          pending = None
+        if save:
+          ckpt.save(step + 1, state)
+        if evaluate_now:
+          val_loss = evaluate(eval_step, state.params, s.eval_batches, cfg.eval.steps, batch_sh)
+          last["val_loss"] = val_loss
+          last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
+          writer.eval(step + 1, {"val_loss": val_loss})
+        if stop:
+          break
       if pending is not None:
         last.update(_report(writer, *pending))
-      pending = (step + 1, step_metrics)
-      done = step + 1 == t.steps
-      save = done or ckpt.due(step + 1)
-      evaluate_now = bool(cfg.eval.every_steps and cfg.eval.steps) and (
-          (step + 1) % cfg.eval.every_steps == 0 or done)
-      if save or evaluate_now:
-        # Reported first: a step whose loss is not finite stops the run
-        # before it can be saved, so the newest checkpoint is always good.
-        last.update(_report(writer, *pending))
-        pending = None
-      if save:
-        ckpt.save(step + 1, state)
-      if evaluate_now:
-        val_loss = evaluate(eval_step, state.params, s.eval_batches, cfg.eval.steps, batch_sh)
-        last["val_loss"] = val_loss
-        last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
-        writer.eval(step + 1, {"val_loss": val_loss})
-    if pending is not None:
-      last.update(_report(writer, *pending))
-    if cfg.sample.num_tokens > 0:
-      text = _sample_text(cfg.sample, s, graphdef, state.params)
-      writer.text(t.steps, "sample", text)
-      last["sample"] = text
-  finally:
-    ckpt.close()
-    writer.close()
+      if stop:
+        if primary:
+          print(f"jaxgen: {stop.signal_name} received: stopped at step {int(state.step)} with a "
+                f"checkpoint in {ckpt.directory}; run the same command to resume", flush=True)
+        last["stopped_by"] = stop.signal_name
+      elif cfg.sample.num_tokens > 0:
+        text = _sample_text(cfg.sample, s, graphdef, state.params)
+        writer.text(t.steps, "sample", text)
+        last["sample"] = text
+    finally:
+      ckpt.close()
+      writer.close()
   return last
 
 
