@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxgen.errors import UserError
@@ -20,23 +20,42 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBoard files, "
                                "samples and checkpoints.")
 
-MODES = ("train",)
+_PROMPT = flags.DEFINE_string("prompt", "", "sample: text to continue ('' = unconditional).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate per sample.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "sample: softmax temperature; 0 = greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "sample: keep the k most likely tokens; 0 = off.")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "sample: nucleus sampling mass in (0, 1]; 1 = off.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "sample: samples to draw (one batch).")
+_SEED = flags.DEFINE_integer("seed", 0, "sample: random seed.")
+
+MODES = ("train", "sample")
 
 
 def main(argv: list[str]) -> None:
+  if not flags.FLAGS["verbosity"].present:
+    # Libraries' INFO logs (Orbax's especially) would bury the progress line.
+    logging.set_verbosity(logging.WARNING)
   if len(argv) != 2 or argv[1] not in MODES:
     _fail(f"expected one mode, one of: {', '.join(MODES)} "
           f"(got {' '.join(argv[1:]) or 'none'}); e.g. jaxgen train --config=configs/"
           "shakespeare_char_cpu.py --workdir=runs/sc", status=2)
-  if _CONFIG.value is None:
+  if argv[1] == "train" and _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/shakespeare_char_cpu.py", status=2)
   if not _WORKDIR.value:
     _fail("--workdir is required: the directory for metrics, TensorBoard files and "
           "checkpoints", status=2)
   try:
-    _setup_jax(_CONFIG.value)
-    from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if argv[1] == "train":
+      _setup_jax(_CONFIG.value)
+      from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
+      train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      from jaxgen.sample.restore import generate_text
+      texts = generate_text(_WORKDIR.value, _PROMPT.value, max_new_tokens=_MAX_NEW.value,
+                            temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                            top_p=_TOP_P.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value)
+      for i, text in enumerate(texts):
+        print(f"--- sample {i + 1}/{len(texts)} ---\n{text}", flush=True)
   except UserError as e:
     _fail(str(e))
   except KeyboardInterrupt:

@@ -66,3 +66,13 @@ def test_top_k_draws_only_from_the_k_best():
   keys = jax.random.split(jax.random.key(0), 500)
   draws = jax.vmap(lambda k: sample_logits(logits, k, 1.0, top_k=2))(keys)
   assert set(np.unique(draws).tolist()) == {1, 3}
+
+
+def test_top_p_draws_only_from_the_nucleus():
+  # Probabilities 0.4, 0.3, 0.2, 0.05, 0.05: p=0.75 needs the top three (0.4+0.3 < 0.75).
+  logits = jnp.log(jnp.array([[0.05, 0.4, 0.2, 0.3, 0.05]]))
+  keys = jax.random.split(jax.random.key(1), 800)
+  draws = jax.vmap(lambda k: sample_logits(logits, k, 1.0, top_p=0.75))(keys)
+  assert set(np.unique(draws).tolist()) == {1, 2, 3}
+  only_top = jax.vmap(lambda k: sample_logits(logits, k, 1.0, top_p=0.3))(keys)
+  assert set(np.unique(only_top).tolist()) == {1}

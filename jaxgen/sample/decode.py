@@ -17,7 +17,8 @@ from flax import nnx
 
 def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
              num_tokens: int, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
-             vocab_size: int | None = None, max_len: int | None = None) -> np.ndarray:
+             top_p: float = 1.0, vocab_size: int | None = None,
+             max_len: int | None = None) -> np.ndarray:
   """Samples `num_tokens` tokens after each prompt row; returns them [B, num_tokens].
 
   `vocab_size` (the tokenizer's, before padding) keeps padded ids from being
@@ -29,7 +30,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
   rng = jax.random.key(seed)
   if max_len is None:  # no context limit (LSTM): one compiled loop does it all
     return np.asarray(_generate_segment(graphdef, params, prompt_BP, prompt_BP.shape[1], rng,
-                                        num_tokens, temperature, top_k, vocab_size))
+                                        num_tokens, temperature, top_k, top_p, vocab_size))
   # Windowed: each segment re-reads the last `window` tokens (right-padded to
   # a fixed shape, so every segment reuses one compiled program) and
   # generates the rest of the context.
@@ -42,15 +43,15 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
     length = context_BP.shape[1]
     padded_BW = jnp.pad(context_BP, ((0, 0), (0, window - length)))
     new_BN = _generate_segment(graphdef, params, padded_BW, length, key, per_segment,
-                               temperature, top_k, vocab_size)
+                               temperature, top_k, top_p, vocab_size)
     out.append(new_BN)
     context_BP = jnp.concatenate([context_BP, new_BN], axis=1)[:, -window:]
   return np.asarray(jnp.concatenate(out, axis=1)[:, :num_tokens])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
 def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temperature, top_k,
-                      vocab_size):
+                      top_p, vocab_size):
   """Prefills `prompt_BP[:, :length]` (the rest is padding) and samples `num_tokens`."""
   model = nnx.merge(graphdef, params)
   b, p = prompt_BP.shape
@@ -64,7 +65,7 @@ def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temp
 
   def step(carry, key):
     logits_BV, cache = carry
-    token_B = sample_logits(logits_BV, key, temperature, top_k, vocab_size)
+    token_B = sample_logits(logits_BV, key, temperature, top_k, top_p, vocab_size)
     logits_B1V, cache = model.decode(token_B[:, None], cache)
     return (logits_B1V[:, 0], cache), token_B
 
@@ -74,14 +75,26 @@ def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temp
 
 
 def sample_logits(logits_BV: jax.Array, key: jax.Array, temperature: float, top_k: int = 0,
-                  vocab_size: int | None = None) -> jax.Array:
-  """One token per row: greedy when temperature is 0, else softmax(logits / T) over the top k."""
+                  top_p: float = 1.0, vocab_size: int | None = None) -> jax.Array:
+  """One token per row: greedy when temperature is 0, else softmax(logits / T).
+
+  `top_k` keeps the k most likely tokens, `top_p` the smallest set whose
+  probability reaches p (nucleus sampling); both may be combined.
+  """
   logits_BV = logits_BV.astype(jnp.float32)
   if vocab_size is not None and vocab_size < logits_BV.shape[-1]:
     logits_BV = logits_BV.at[:, vocab_size:].set(-jnp.inf)
   if temperature == 0:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV / temperature
   if top_k:
     kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
     logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
-  return jax.random.categorical(key, logits_BV / temperature, axis=-1).astype(jnp.int32)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+    # Keep tokens while the mass before them is < p: the top token always stays.
+    keep_BV = (cum_BV - jax.nn.softmax(sorted_BV, axis=-1)) < top_p
+    threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+    logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)

@@ -19,23 +19,32 @@ from jaxgen.errors import UserError
 class Checkpointer:
   """Asynchronous saves every `every_steps` steps, keeping the newest `keep`."""
 
-  def __init__(self, workdir: pathlib.Path, *, every_steps: int, keep: int):
+  def __init__(self, workdir: pathlib.Path, *, every_steps: int = 0, keep: int = 1,
+               read_only: bool = False):
     self.every_steps = every_steps
+    self.read_only = read_only
     self.directory = (workdir / "checkpoints").absolute()
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+        # Readers keep everything: Orbax deletes old checkpoints only when saving,
+        # and a reader never saves.
+        options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else max(1, keep),
+                                             create=not read_only,
                                              enable_async_checkpointing=True))
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step (Orbax ignores unfinished saves)."""
     return self._manager.latest_step()
 
-  def restore(self, like):
-    """The newest checkpoint, laid out with the shardings of the arrays in `like`."""
+  def restore(self, like, sharding=None):
+    """The newest checkpoint, laid out like `like` (arrays or ShapeDtypeStructs).
+
+    Each value takes `like`'s sharding, or `sharding` for all when given: a
+    checkpoint saved on one mesh restores onto any other.
+    """
     step = self.latest_step()
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding), like)
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:
@@ -52,6 +61,8 @@ class Checkpointer:
     The device-to-host copy happens before this returns, so the caller may
     donate `state` to the next step right away.
     """
+    if self.read_only:
+      raise RuntimeError("this Checkpointer was opened read-only")
     if self.latest_step() != step:
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 

@@ -32,18 +32,28 @@ def create_train_state(model_cfg: ModelConfig, optimizer: optax.GradientTransfor
   shard on its own device: nothing is built whole on one device first.
   """
 
+  init = _init_fn(model_cfg, optimizer, seed)
+  graphdef, abstract = abstract_train_state(model_cfg, optimizer, seed)
+  shardings = sharding.state_shardings(abstract, mesh, rules)
+  state = jax.jit(init, out_shardings=shardings)()
+  return graphdef, state, shardings
+
+
+def abstract_train_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation,
+                         seed: int = 0) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, state of ShapeDtypeStructs): the layout, with nothing computed."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: create_model(model_cfg, nnx.Rngs(params=seed))))
+  return graphdef, jax.eval_shape(_init_fn(model_cfg, optimizer, seed))
+
+
+def _init_fn(model_cfg, optimizer, seed):
   def init() -> TrainState:
     model = create_model(model_cfg, nnx.Rngs(params=seed))
     params = nnx.state(model, nnx.Param)
     rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), rng=rng)
-
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: create_model(model_cfg, nnx.Rngs(params=seed))))
-  abstract = jax.eval_shape(init)
-  shardings = sharding.state_shardings(abstract, mesh, rules)
-  state = jax.jit(init, out_shardings=shardings)()
-  return graphdef, state, shardings
+  return init
 
 
 def count_params(params: nnx.State) -> int:
