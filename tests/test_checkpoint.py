@@ -99,3 +99,45 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(source, tmp_path):
   assert (workdir / "checkpoints" / str(stopped)).is_dir()
   steps = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert max(steps) == stopped
+
+
+def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_used(source, tmp_path, capsys):
+  run(config(source, 10), tmp_path / "run")
+  newest = tmp_path / "run" / "checkpoints" / "10"
+  for f in newest.rglob("*"):
+    if f.is_file() and f.parent.name == "d":  # the array data files
+      f.write_bytes(b"garbage")
+  run(config(source, 20), tmp_path / "run")
+  assert "checkpoint" in capsys.readouterr().err
+  assert (tmp_path / "run" / "checkpoints" / "10.unreadable").is_dir()
+  assert (tmp_path / "run" / "checkpoints" / "20").is_dir()
+  run(config(source, 20), tmp_path / "whole")
+  whole, resumed = last_by_step(tmp_path / "whole"), last_by_step(tmp_path / "run")
+  assert [resumed[i] for i in range(6, 21)] == [whole[i] for i in range(6, 21)]
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_losses(source, tmp_path):
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "jaxgen", "train", "--config=configs/shakespeare_char_cpu.py",
+         f"--config.data.source={source}", "--config.train.steps=60",
+         "--config.train.decay_steps=60", "--config.train.log_every=5",
+         "--config.checkpoint.every_steps=7", "--config.model.num_layers=1",
+         "--config.model.embed_dim=32", "--config.data.seq_len=32",
+         "--config.eval.every_steps=0", "--config.sample.num_tokens=0",
+         "--config.train.compilation_cache_dir=", f"--workdir={workdir}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+  for line in proc.stdout:
+    if line.startswith("step 25/"):
+      break
+  proc.kill()  # SIGKILL: no chance to save
+  proc.wait()
+  subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+  whole = tmp_path / "whole"
+  subprocess.run([*cmd[:-1], f"--workdir={whole}"], cwd=repo, env=env, check=True,
+                 capture_output=True)
+  resumed, reference = last_by_step(workdir), last_by_step(whole)
+  assert sorted(resumed) == list(range(1, 61))
+  assert resumed == reference  # bit for bit, every step

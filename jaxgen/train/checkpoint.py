@@ -9,6 +9,7 @@ restored state continues the run exactly.
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -37,20 +38,32 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def restore(self, like, sharding=None):
-    """The newest checkpoint, laid out like `like` (arrays or ShapeDtypeStructs).
+    """The newest readable checkpoint, laid out like `like` (arrays or ShapeDtypeStructs).
 
     Each value takes `like`'s sharding, or `sharding` for all when given: a
-    checkpoint saved on one mesh restores onto any other.
+    checkpoint saved on one mesh restores onto any other. A checkpoint that
+    fails to read (truncated or garbled files) is reported in one line and
+    the one before it is used; saves cut off mid-way are never listed.
     """
-    step = self.latest_step()
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding), like)
-    try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError, TypeError) as e:
-      raise UserError(f"checkpoint {self.directory / str(step)} does not fit this config "
-                      f"({' '.join(str(e).split())[:200]}); use the config it was trained with "
-                      "or a new --workdir") from None
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      path = self.directory / str(step)
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # Orbax and TensorStore raise many types for bad files
+        aside = ""
+        if not self.read_only:
+          # Kept for inspection, out of the way of the next save at this step.
+          path.rename(path.with_name(f"{step}.unreadable"))
+          self._manager.reload()
+          aside = f", moved to {step}.unreadable"
+        print(f"jaxgen: warning: checkpoint {path} cannot be read "
+              f"({' '.join(str(e).split())[:160]}){aside}; trying the one before it",
+              file=sys.stderr, flush=True)
+    raise UserError(f"no checkpoint in {self.directory} can be read with this config (another "
+                    "model shape, or damaged files); use the config it was trained with, or a "
+                    "new --workdir")
 
   def due(self, step: int) -> bool:
     return bool(self.every_steps) and step % self.every_steps == 0
