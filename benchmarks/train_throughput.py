@@ -26,7 +26,7 @@ from jaxgen.train import sharding
 from jaxgen.train.loop import model_flops_per_token
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import count_params, create_train_state
-from jaxgen.train.step import make_train_step
+from jaxgen.train.step import jit_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
@@ -44,10 +44,7 @@ def main(argv):
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(model_cfg, optimizer, t.seed, mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  step_fn = jax.jit(make_train_step(graphdef, optimizer, schedule,
-                                    grad_accum_steps=t.grad_accum_steps, z_loss=t.z_loss),
-                    in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                    donate_argnums=0)
+  step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
   rng = np.random.default_rng(0)
   shape = (t.batch_size, cfg.data.seq_len)
   batches = [sharding.put_batch({"inputs": rng.integers(0, _VOCAB.value, shape, np.int32),

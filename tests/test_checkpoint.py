@@ -14,7 +14,7 @@ import pytest
 
 from jaxgen.errors import UserError
 from tests.helpers import tiny_transformer_config, write_corpus
-from tests.test_train import run, train_losses
+from tests.test_train import run
 
 
 @pytest.fixture(scope="module")

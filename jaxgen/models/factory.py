@@ -61,6 +61,11 @@ def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> Model:
   return TransformerLM(cfg, rngs=rngs)
 
 
+def context_limit(cfg: ModelConfig) -> int | None:
+  """The longest sequence the model reads at once; None when unbounded (LSTM)."""
+  return cfg.max_len if isinstance(cfg, TransformerConfig) else None
+
+
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
   multiple = max(1, multiple)
   return -(-vocab_size // multiple) * multiple

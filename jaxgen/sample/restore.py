@@ -15,8 +15,7 @@ from jax.sharding import SingleDeviceSharding
 
 from jaxgen.data.tokenizer import load_tokenizer
 from jaxgen.errors import UserError
-from jaxgen.models.factory import model_config
-from jaxgen.models.transformer import TransformerConfig
+from jaxgen.models.factory import context_limit, model_config
 from jaxgen.sample.decode import generate
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
@@ -39,7 +38,7 @@ def generate_text(workdir: str, prompt: str = "", *, max_new_tokens: int = 200,
   # An empty prompt starts from the first vocabulary entry (a newline in
   # character vocabularies built from text with line breaks).
   prompt_ids = tokenizer.encode(prompt) if prompt else np.zeros((1,), np.int32)
-  max_len = model_cfg.max_len if isinstance(model_cfg, TransformerConfig) else None
+  max_len = context_limit(model_cfg)
   if max_len is not None and len(prompt_ids) >= max_len:
     raise UserError(f"the prompt is {len(prompt_ids)} tokens but the model's context is "
                     f"{max_len}; shorten the prompt")

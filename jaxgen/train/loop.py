@@ -16,7 +16,7 @@ from jaxgen.data.batches import WindowSampler
 from jaxgen.data.sources import load_text, split_train_val
 from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
 from jaxgen.errors import UserError
-from jaxgen.models.factory import ModelConfig, model_config
+from jaxgen.models.factory import ModelConfig, context_limit, model_config
 from jaxgen.models.transformer import TransformerConfig
 from jaxgen.sample.decode import generate
 from jaxgen.train import sharding
@@ -24,7 +24,7 @@ from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state
-from jaxgen.train.step import make_eval_step, make_train_step
+from jaxgen.train.step import jit_train_step, make_eval_step
 
 
 @dataclasses.dataclass
@@ -89,10 +89,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(s.model_cfg, optimizer, t.seed, s.mesh, s.rules)
   batch_sh = sharding.batch_sharding(s.mesh, s.rules)
-  train_step = jax.jit(
-      make_train_step(graphdef, optimizer, schedule, grad_accum_steps=t.grad_accum_steps,
-                      z_loss=t.z_loss),
-      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+  train_step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
 
   ckpt = Checkpointer(s.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep)
@@ -180,7 +177,7 @@ def _report(writer, step: int, device_metrics) -> dict:
 
 def _sample_text(sample_cfg, s: Setup, graphdef, params) -> str:
   prompt = s.tokenizer.encode(sample_cfg.prompt or s.tokenizer.decode([0]))
-  max_len = s.model_cfg.max_len if isinstance(s.model_cfg, TransformerConfig) else None
+  max_len = context_limit(s.model_cfg)
   if max_len is not None:
     prompt = prompt[-max_len // 2:]
   tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,

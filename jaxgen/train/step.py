@@ -39,6 +39,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
   return train_step
 
 
+def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                   schedule: optax.Schedule, train_cfg, state_sharding,
+                   batch_sharding) -> Callable:
+  """The one compiled train step used by training and the benchmarks: sharded in and
+  out as the state and batch are, with the incoming state's buffers donated."""
+  step = make_train_step(graphdef, optimizer, schedule,
+                         grad_accum_steps=train_cfg.grad_accum_steps, z_loss=train_cfg.z_loss)
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, None), donate_argnums=0)
+
+
 def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
   """`eval_step(params, batch) -> mean cross-entropy` (no dropout, no z-loss)."""
 
