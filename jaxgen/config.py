@@ -29,10 +29,21 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "text:../shared/data/tiny_shakespeare/input.txt"
-  c.data.tokenizer = "char"
+  # tfds:NAME[:VERSION] | text:PATH_OR_GLOB | jsonl:PATH_OR_GLOB
+  c.data.source = "tfds:tiny_shakespeare"
+  c.data.train_split = "train"  # tfds split names
+  c.data.eval_split = "validation"
+  c.data.text_key = "text"  # the text feature of tfds records and jsonl objects
+  c.data.text_lines = False  # text: one document per line instead of per file
+  c.data.val_fraction = 0.1  # text/jsonl: held out for validation (nanoGPT's 10%)
+  c.data.tfds_data_dir = ""  # '' = TFDS's default (~/tensorflow_datasets)
+  c.data.tfds_manual_dir = ""  # local files a TFDS builder prepares from, offline
+  c.data.tokenizer = "char"  # 'char' | 'byte' | 'sentencepiece'
+  c.data.tokenizer_path = ""  # sentencepiece: the .model (`jaxgen tokenizer train` writes it)
+  c.data.mode = "windows"  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids)
+  c.data.shuffle = True  # concat/pack: reshuffle every epoch
+  c.data.prefetch = 2  # batches prepared ahead in background threads
   c.data.seq_len = 64  # training window (context) length
-  c.data.val_fraction = 0.1  # nanoGPT's split: the last 10% is validation
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
@@ -60,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 500  # also saved at the end of training; 0: only at the end
   c.checkpoint.keep = 3  # newest checkpoints kept
+  c.checkpoint.keep_best = True  # also keep the one with the lowest validation loss
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices left over by the other axes

@@ -21,45 +21,88 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBo
                                "samples and checkpoints.")
 
 _PROMPT = flags.DEFINE_string("prompt", "", "sample: text to continue ('' = unconditional).")
+_PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "sample: a file of prompts, one per "
+                                   "line, generated in batches (instead of --prompt).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate per sample.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "sample: softmax temperature; 0 = greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "sample: keep the k most likely tokens; 0 = off.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "sample: nucleus sampling mass in (0, 1]; 1 = off.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "sample: samples to draw (one batch).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "sample: samples per prompt (one batch).")
 _SEED = flags.DEFINE_integer("seed", 0, "sample: random seed.")
+_BEAM = flags.DEFINE_integer("beam_size", 0, "sample: beam search with this many beams "
+                             "(0 = sample); --num_samples best beams are printed.")
+_LENGTH_PENALTY = flags.DEFINE_float("length_penalty", 1.0, "sample: beam length "
+                                     "normalisation exponent alpha (0 = raw log-probability).")
+_STEP = flags.DEFINE_integer("step", None, "sample: restore the checkpoint of this step.")
+_BEST = flags.DEFINE_bool("best", False, "sample: restore the checkpoint with the lowest "
+                          "validation loss.")
+_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "tokenizer train: SentencePiece pieces.")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 2, "data inspect: batches to show.")
 
-MODES = ("train", "sample")
+# Each command, and the flags it needs besides its own.
+COMMANDS = {"train": ("config", "workdir"), "sample": ("workdir",),
+            "data prepare": ("config",), "data inspect": ("config",),
+            "tokenizer train": ("config", "vocab_size")}
+_EXAMPLE = "e.g. jaxgen train --config=configs/shakespeare_char_cpu.py --workdir=runs/sc"
 
 
 def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Libraries' INFO logs (Orbax's especially) would bury the progress line.
     logging.set_verbosity(logging.WARNING)
-  if len(argv) != 2 or argv[1] not in MODES:
-    _fail(f"expected one mode, one of: {', '.join(MODES)} "
-          f"(got {' '.join(argv[1:]) or 'none'}); e.g. jaxgen train --config=configs/"
-          "shakespeare_char_cpu.py --workdir=runs/sc", status=2)
-  if argv[1] == "train" and _CONFIG.value is None:
-    _fail("--config is required, e.g. --config=configs/shakespeare_char_cpu.py", status=2)
-  if not _WORKDIR.value:
-    _fail("--workdir is required: the directory for metrics, TensorBoard files and "
-          "checkpoints", status=2)
+  command = " ".join(argv[1:])
+  if command not in COMMANDS:
+    _fail(f"expected a command, one of: {', '.join(COMMANDS)} (got {command or 'none'}); "
+          f"{_EXAMPLE}", status=2)
+  for name in COMMANDS[command]:
+    if getattr(flags.FLAGS, name) in (None, ""):
+      _fail(_MISSING[name], status=2)
   try:
-    if argv[1] == "train":
+    if command != "sample":
       _setup_jax(_CONFIG.value)
+    if command == "train":
       from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
       train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    elif command == "sample":
+      _sample()
     else:
-      from jaxgen.sample.restore import generate_text
-      texts = generate_text(_WORKDIR.value, _PROMPT.value, max_new_tokens=_MAX_NEW.value,
-                            temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                            top_p=_TOP_P.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value)
-      for i, text in enumerate(texts):
-        print(f"--- sample {i + 1}/{len(texts)} ---\n{text}", flush=True)
+      from jaxgen import commands
+      if command == "data prepare":
+        commands.data_prepare(_CONFIG.value)
+      elif command == "data inspect":
+        commands.data_inspect(_CONFIG.value, _NUM_BATCHES.value)
+      else:
+        commands.tokenizer_train(_CONFIG.value, _VOCAB_SIZE.value)
   except UserError as e:
     _fail(str(e))
   except KeyboardInterrupt:
     _fail("interrupted", status=130)
+
+
+_MISSING = {
+    "config": "--config is required, e.g. --config=configs/shakespeare_char_cpu.py",
+    "workdir": "--workdir is required: the directory for metrics, TensorBoard files and "
+               "checkpoints",
+    "vocab_size": "--vocab_size is required: the number of SentencePiece pieces, e.g. 1024",
+}
+
+
+def _sample() -> None:
+  from jaxgen.sample.restore import generate, read_prompt_file
+  if _PROMPT_FILE.value is not None and _PROMPT.present:
+    raise UserError("--prompt and --prompt_file both given; use one")
+  if _STEP.value is not None and _BEST.value:
+    raise UserError("--step and --best both given; use one")
+  prompts = read_prompt_file(_PROMPT_FILE.value) if _PROMPT_FILE.value is not None else [
+      _PROMPT.value]
+  texts = generate(_WORKDIR.value, prompts, max_new_tokens=_MAX_NEW.value,
+                   temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                   num_samples=_NUM_SAMPLES.value, seed=_SEED.value, beam_size=_BEAM.value,
+                   length_penalty=_LENGTH_PENALTY.value, step=_STEP.value, best=_BEST.value)
+  for p, samples in enumerate(texts):
+    for i, text in enumerate(samples):
+      where = f"prompt {p + 1}/{len(texts)}, " if len(texts) > 1 else ""
+      print(f"--- {where}sample {i + 1}/{len(samples)} ---\n{text}", flush=True)
 
 
 def run() -> None:

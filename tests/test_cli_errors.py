@@ -161,9 +161,9 @@ def test_workdir_flag_missing(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("workdir", ["existing"], indirect=True)
-def test_mode_missing(corpus, workdir):
+def test_command_missing(corpus, workdir):
   args = [a for a in _tiny_run(corpus, workdir.path) if a != "train"]
-  _assert_one_error(_jaxgen(*args), "mode", "train")
+  _assert_one_error(_jaxgen(*args), "expected a command", "train")
   workdir.assert_untouched()
 
 

@@ -28,7 +28,8 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 def test_vocabulary_is_sorted_distinct_chars():
   tok = CharTokenizer.from_text("hello, world\n")
   assert tok.chars == "\n ,dehlorw"
-  assert tok.vocab_size == 10
+  assert tok.vocab_size == 10 + 3  # pad, bos, eos after the characters
+  assert (tok.pad_id, tok.bos_id, tok.eos_id) == (10, 11, 12)
   np.testing.assert_array_equal(tok.encode("\nw"), [0, 9])
 
 
@@ -37,7 +38,7 @@ def test_encode_decode_round_trip_with_non_ascii():
   tok = CharTokenizer.from_text(text)
   ids = tok.encode(text)
   assert ids.dtype == np.int32 and ids.shape == (len(text),)
-  assert ids.min() == 0 and ids.max() == tok.vocab_size - 1
+  assert ids.min() == 0 and ids.max() == len(tok.chars) - 1
   assert tok.decode(ids) == text
   assert tok.decode(ids.tolist()) == text
   assert tok.decode(np.asarray([], np.int32)) == ""
@@ -54,8 +55,9 @@ def test_unknown_char_names_char_and_position():
 
 def test_decode_rejects_ids_outside_vocabulary():
   tok = CharTokenizer.from_text("abc")
-  with pytest.raises(ValueError, match="id 3"):
-    tok.decode([0, 3])
+  assert tok.decode([0, tok.pad_id, tok.bos_id, 1, tok.eos_id]) == "ab"
+  with pytest.raises(ValueError, match="id 6"):
+    tok.decode([0, 6])
 
 
 def test_save_load_round_trip(tmp_path):
@@ -72,7 +74,7 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.encode(text), tok.encode(text))
   # Overwriting an existing file works (os.replace onto it).
   CharTokenizer.from_text("xy").save(path)
-  assert load_tokenizer(path).vocab_size == 2
+  assert load_tokenizer(path).chars == "xy"
 
 
 def test_load_tokenizer_errors(tmp_path):
@@ -151,7 +153,7 @@ def test_tiny_shakespeare_vocab_and_split():
   text = load_text(f"text:{SHAKESPEARE}")
   assert len(text) == 1_115_394
   tok = CharTokenizer.from_text(text)
-  assert tok.vocab_size == 65
+  assert len(tok.chars) == 65
   ids = tok.encode(text)
   assert tok.decode(ids) == text
   train, val = split_train_val(ids)

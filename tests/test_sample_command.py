@@ -1,9 +1,18 @@
-"""`jaxgen sample` / `generate_text`: restore a trained workdir and generate."""
+"""`jaxgen sample` / `jaxgen.sample.generate`: restore a trained workdir and generate."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
+import jaxgen.sample
 from jaxgen.errors import UserError
-from jaxgen.sample.restore import generate_text
+from jaxgen.sample import decode
+from jaxgen.sample.restore import restore
+from jaxgen.train.checkpoint import Checkpointer
 from tests.helpers import tiny_transformer_config, write_corpus
 from tests.test_train import run
 
@@ -11,22 +20,61 @@ from tests.test_train import run
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("sample")
-  run(tiny_transformer_config(write_corpus(tmp / "verse.txt"), steps=30, learning_rate=3e-3),
-      tmp / "run")
+  cfg = tiny_transformer_config(write_corpus(tmp / "verse.txt"), steps=30, learning_rate=3e-3)
+  cfg.data.text_lines = True  # documents are lines: the model learns what follows eos
+  cfg.checkpoint.update(every_steps=10, keep=5)
+  cfg.eval.update(every_steps=10, steps=2)
+  run(cfg, tmp / "run")
   return tmp / "run"
 
 
+def generate(workdir, prompt="", **kwargs):
+  return jaxgen.sample.generate(str(workdir), prompt, **kwargs)
+
+
 def test_samples_continue_the_prompt(workdir):
-  texts = generate_text(str(workdir), "To be", max_new_tokens=40, num_samples=3, seed=1,
-                        top_k=10, top_p=0.9)
+  texts = generate(workdir, "To be", max_new_tokens=40, num_samples=3, seed=1, top_k=10,
+                   top_p=0.9)
   assert len(texts) == 3 and all(t.startswith("To be") and len(t) == 45 for t in texts)
-  assert texts == generate_text(str(workdir), "To be", max_new_tokens=40, num_samples=3, seed=1,
-                                top_k=10, top_p=0.9)
+  assert texts == generate(workdir, "To be", max_new_tokens=40, num_samples=3, seed=1,
+                           top_k=10, top_p=0.9)
+  assert texts != generate(workdir, "To be", max_new_tokens=40, num_samples=3, seed=2,
+                           top_k=10, top_p=0.9)
 
 
 def test_greedy_is_deterministic_and_unconditional_works(workdir):
-  a = generate_text(str(workdir), "", max_new_tokens=20, temperature=0, num_samples=2)
-  assert a[0] == a[1] and len(a[0]) == 20
+  # Unconditional text starts after an eos, as every document after the first did.
+  a = generate(workdir, "", max_new_tokens=20, temperature=0, num_samples=2)
+  assert a[0] == a[1] and 0 < len(a[0]) <= 20
+
+
+def test_prompts_of_several_lengths_are_batched_without_changing_results(workdir):
+  prompts = ["To be", "Whether", "To be"]
+  batched = generate(workdir, prompts, max_new_tokens=15, temperature=0)
+  assert [len(t) for t in batched] == [1, 1, 1]
+  alone = [generate(workdir, p, max_new_tokens=15, temperature=0)[0] for p in prompts]
+  assert [t[0] for t in batched] == alone
+
+
+def test_step_and_best_choose_the_checkpoint(workdir):
+  ckpt = Checkpointer(workdir, read_only=True)
+  steps, best = ckpt.all_steps(), ckpt.best_step()
+  ckpt.close()
+  assert steps == [10, 20, 30] and best in steps
+  params = {s: restore(str(workdir), step=s)[1] for s in steps}
+  leaf = lambda p: np.asarray(p["embed"]["table"][...])
+  assert not np.array_equal(leaf(params[10]), leaf(params[30]))
+  np.testing.assert_array_equal(leaf(restore(str(workdir), best=True)[1]), leaf(params[best]))
+  np.testing.assert_array_equal(leaf(restore(str(workdir))[1]), leaf(params[30]))
+  early = generate(workdir, "To be", max_new_tokens=30, temperature=1.0, step=10)
+  assert early != generate(workdir, "To be", max_new_tokens=30, temperature=1.0)
+
+
+def test_beam_of_one_is_greedy(workdir):
+  greedy = generate(workdir, "To be", max_new_tokens=12, temperature=0)
+  assert generate(workdir, "To be", max_new_tokens=12, beam_size=1) == greedy
+  beams = generate(workdir, "To be", max_new_tokens=12, beam_size=4, num_samples=4)
+  assert len(beams) == 4 and len(set(beams)) == 4
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -35,12 +83,39 @@ def test_greedy_is_deterministic_and_unconditional_works(workdir):
     (dict(top_p=1.5), "outside"),
     (dict(prompt="To be€"), "not in the tokenizer"),
     (dict(prompt="o" * 40), "context"),
+    (dict(step=7), "no checkpoint at step 7; it has 10, 20, 30"),
+    (dict(beam_size=2, num_samples=3), "exceeds --beam_size"),
+    (dict(beam_size=2, max_new_tokens=40), "beam search keeps the whole text"),
 ])
 def test_bad_options_are_one_line_errors(workdir, kwargs, message):
   with pytest.raises(UserError, match=message):
-    generate_text(str(workdir), **kwargs)
+    generate(workdir, **kwargs)
 
 
 def test_workdir_without_checkpoint(tmp_path):
-  with pytest.raises(UserError, match="holds no trained run"):
-    generate_text(str(tmp_path))
+  with pytest.raises(UserError, match="holds no checkpoints"):
+    generate(tmp_path)
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(UserError, match="holds no complete checkpoint"):
+    generate(tmp_path)
+
+
+def test_command_with_prompt_file(workdir, tmp_path):
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("To be\nWhether 'tis\n", encoding="utf-8")
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
+       f"--prompt_file={prompts}", "--max_new_tokens=10", "--temperature=0", "--best"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "--- prompt 1/2, sample 1/1 ---\nTo be" in out.stdout
+  assert "--- prompt 2/2, sample 1/1 ---\nWhether 'tis" in out.stdout
+  bad = subprocess.run(
+      [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
+       f"--prompt_file={tmp_path / 'missing.txt'}"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 1 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines() == [
+      f"jaxgen: error: --prompt_file={tmp_path / 'missing.txt'} does not exist"]

@@ -1,14 +1,90 @@
-"""Where training text comes from: `data.source` strings, and the train/val split."""
+"""Where training text comes from: `data.source` strings, read as documents.
+
+  text:PATH_OR_GLOB    each file is a document (each non-empty line, with data.text_lines)
+  jsonl:PATH_OR_GLOB   one JSON object per line; its data.text_key field is the document
+  tfds:NAME[:VERSION]  a TFDS data set, read lazily as array_record (prepared first if needed)
+
+`documents(data_cfg, "train" | "eval")` is a random-access sequence of str for the Grain
+pipeline. Local corpora split by documents (the last ceil(val_fraction * n) evaluate) or,
+when there is a single document, at (1 - val_fraction) of its characters, as nanoGPT does.
+TFDS data sets keep their own splits (data.train_split, data.eval_split).
+"""
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
+import glob
+import json
+import math
+import operator
 import os
+from typing import Any
 
 import numpy as np
 
 from jaxgen.errors import UserError
 
-SUPPORTED_SCHEMES = ("text:PATH",)
+SUPPORTED_SCHEMES = ("text:PATH",)  # what `load_text` reads
+SOURCE_FORMS = ("text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]")
+SPLITS = ("train", "eval")
+# Defaults of the optional data.* keys, for configs written before they existed.
+DEFAULTS = {"train_split": "train", "eval_split": "validation", "text_key": "text",
+            "text_lines": False, "tfds_data_dir": "", "tfds_manual_dir": "",
+            "val_fraction": 0.1}
+
+
+def documents(data_cfg: Any, split: str) -> Documents:
+  """The documents of `split` ("train" or "eval") of `data_cfg.source`, random access."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  scheme, rest = _parse_source(data_cfg.source)
+  if scheme == "tfds":
+    return _tfds_documents(data_cfg, rest, split)
+  return _local_splits(data_cfg, scheme, rest)[split]
+
+
+def prepare(data_cfg: Any) -> dict[str, dict[str, int]]:
+  """Readies the source (prepares TFDS, reads and checks local files); sizes per split."""
+  scheme, rest = _parse_source(data_cfg.source)
+  if scheme == "tfds":
+    splits = {split: _tfds_documents(data_cfg, rest, split) for split in SPLITS}
+  else:
+    splits = _local_splits(data_cfg, scheme, rest)
+  # Iterating reads every TFDS record: fine for the small data sets this is used with.
+  return {split: {"documents": len(docs), "characters": sum(len(d) for d in docs)}
+          for split, docs in splits.items()}
+
+
+class Documents(collections.abc.Sequence):
+  """One split's documents: a list of str, or TFDS records whose `text_key` is decoded on read.
+
+  Picklable (Grain workers) and with a short repr (Grain checkpoints record it).
+  """
+
+  def __init__(self, items: collections.abc.Sequence, description: str,
+               text_key: str | None = None):
+    self._items = items
+    self._description = description
+    self._text_key = text_key
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    i, n = operator.index(index), len(self)
+    if not -n <= i < n:
+      raise IndexError(f"document {i} out of range for {n} documents")
+    item = self._items[i % n]
+    if self._text_key is None:
+      return item
+    text = item[self._text_key]
+    return text.decode("utf-8") if isinstance(text, bytes) else text  # TFDS Text: bytes
+
+  def __repr__(self) -> str:
+    return f"Documents({self._description}, documents={len(self)})"
 
 
 def load_text(source: str) -> str:
@@ -29,13 +105,112 @@ def load_text(source: str) -> str:
 def split_train_val(tokens: np.ndarray, val_fraction: float = 0.1
                     ) -> tuple[np.ndarray, np.ndarray]:
   """nanoGPT's split: the first (1 - val_fraction) of the tokens train, the rest validate."""
-  if not 0.0 <= val_fraction < 1.0:
-    raise UserError(f"data.val_fraction is {val_fraction}; it must be in [0, 1)")
+  _check_val_fraction(val_fraction)
   n_train = int(len(tokens) * (1.0 - val_fraction))
   return tokens[:n_train], tokens[n_train:]
 
 
-def _read_text_file(path: str) -> str:
+def _opt(data_cfg: Any, key: str) -> Any:
+  return data_cfg.get(key, DEFAULTS[key])
+
+
+def _parse_source(source: str) -> tuple[str, str]:
+  scheme, sep, rest = str(source).partition(":")
+  forms = dict(zip(("text", "jsonl", "tfds"), SOURCE_FORMS))
+  if not sep or scheme not in forms:
+    raise UserError(f"data.source {source!r} has no known scheme; use one of "
+                    f"{', '.join(SOURCE_FORMS)} (e.g. text:data/input.txt)")
+  if not rest:
+    raise UserError(f"data.source {source!r} names nothing; use {forms[scheme]}")
+  return scheme, rest
+
+
+# Local files: text and jsonl.
+
+
+def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documents]:
+  source, key = data_cfg.source, _opt(data_cfg, "text_key")
+  docs = []
+  for path in _match_files(pattern, source, scheme):
+    text = _read_text_file(path, scheme)
+    if scheme == "jsonl":
+      docs.extend(_jsonl_documents(text, path, key))
+    elif _opt(data_cfg, "text_lines"):
+      docs.extend(line.rstrip("\r") for line in text.split("\n") if line.strip())
+    else:
+      docs.append(text)
+  train, eval_ = _split_documents(docs, _opt(data_cfg, "val_fraction"), source)
+  return {"train": Documents(train, f"{source!r}, split='train'"),
+          "eval": Documents(eval_, f"{source!r}, split='eval'")}
+
+
+def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
+  """The files named by PATH_OR_GLOB, sorted by name; a literal path is taken as is."""
+  expanded = os.path.expanduser(pattern)
+  if os.path.exists(expanded) or not any(c in expanded for c in "*?["):
+    return [pattern]  # a missing file or a directory is reported by _read_text_file
+  paths = sorted(glob.glob(expanded, recursive=True))
+  if not paths:
+    raise UserError(f"data.source {source!r} matches no file (looked from "
+                    f"{os.getcwd()}); fix the pattern after {scheme}:")
+  return paths
+
+
+def _split_documents(docs: list[str], val_fraction: float, source: str
+                     ) -> tuple[list[str], list[str]]:
+  _check_val_fraction(val_fraction)
+  if len(docs) == 1:
+    # Same cut as split_train_val on character ids, so char-level runs keep their split.
+    text = docs[0]
+    n_train = int(len(text) * (1.0 - val_fraction))
+    train, eval_ = [text[:n_train]], ([text[n_train:]] if val_fraction > 0 else [])
+    if not text[:n_train] or (val_fraction > 0 and not text[n_train:]):
+      raise UserError(f"data.source {source!r} is one document of {len(text)} characters, "
+                      f"too short to split with data.val_fraction={val_fraction}; use a "
+                      "longer text or another val_fraction")
+    return train, eval_
+  # Ceil, forgiving float noise: 0.28 * 25 is 7.000000000000001, which means 7 documents.
+  n_eval = max(1, math.ceil(val_fraction * len(docs) - 1e-9)) if val_fraction > 0 else 0
+  if n_eval >= len(docs):
+    raise UserError(f"data.source {source!r} has {len(docs)} documents; "
+                    f"data.val_fraction={val_fraction} would leave none to train on; "
+                    "add documents or lower val_fraction")
+  return docs[:len(docs) - n_eval], docs[len(docs) - n_eval:]
+
+
+def _check_val_fraction(val_fraction: float) -> None:
+  if not 0.0 <= val_fraction < 1.0:
+    raise UserError(f"data.val_fraction is {val_fraction}; it must be in [0, 1)")
+
+
+def _jsonl_documents(text: str, path: str, key: str) -> list[str]:
+  docs = []
+  for lineno, line in enumerate(text.split("\n"), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{path}:{lineno} is not JSON ({e.msg}, column {e.colno}); a "
+                      f"jsonl: source needs one object per line with a {key!r} field") from None
+    if not isinstance(record, dict) or key not in record:
+      has = (f"keys: {', '.join(map(repr, list(record)[:10]))}" if isinstance(record, dict)
+             else f"it is a JSON {_json_type(record)}")
+      raise UserError(f"{path}:{lineno} has no key {key!r} ({has}); set data.text_key "
+                      "to the field that holds the text")
+    if not isinstance(record[key], str):
+      raise UserError(f"{path}:{lineno}: {key!r} is a JSON {_json_type(record[key])}, not a "
+                      "string; set data.text_key to the field that holds the text")
+    docs.append(record[key])
+  return docs
+
+
+def _json_type(value: Any) -> str:
+  names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+  return names.get(type(value), "number")
+
+
+def _read_text_file(path: str, scheme: str = "text") -> str:
   expanded = os.path.expanduser(path)
   resolved = os.path.abspath(expanded)
   shown = path if path == resolved else f"{path} (= {resolved})"
@@ -43,8 +218,8 @@ def _read_text_file(path: str) -> str:
     raise UserError(f"data.source file {shown} does not exist; fix the path in "
                     "data.source (relative paths start at the current directory)")
   if os.path.isdir(expanded):
-    raise UserError(f"data.source path {shown} is a directory; point text:PATH "
-                    "at a text file inside it")
+    raise UserError(f"data.source path {shown} is a directory; name the files in it, "
+                    f"e.g. {scheme}:{os.path.join(path, '*')}")
   try:
     with open(expanded, "rb") as f:
       raw = f.read()
@@ -61,3 +236,106 @@ def _read_text_file(path: str) -> str:
     raise UserError(f"data.source file {shown} is empty or whitespace only; "
                     "point data.source at a file with training text")
   return text
+
+
+# TFDS.
+
+
+def _tfds_documents(data_cfg: Any, spec: str, split: str) -> Documents:
+  tfds = _import_tfds(data_cfg.source)
+  builder = _tfds_builder(tfds, spec, data_cfg)
+  source, key = data_cfg.source, _opt(data_cfg, "text_key")
+  features = builder.info.features
+  names = list(features.keys()) if hasattr(features, "keys") else []
+  texts = [n for n in names if isinstance(features[n], tfds.features.Text)]
+  if key not in names:
+    raise UserError(f"data.source {source!r} has no feature {key!r} (features: "
+                    f"{', '.join(names)}); set data.text_key to one of: "
+                    f"{', '.join(texts) or '(none: this data set has no text feature)'}")
+  if key not in texts:
+    raise UserError(f"data.source {source!r}: feature {key!r} is "
+                    f"{type(features[key]).__name__}, not text; set data.text_key to one "
+                    f"of: {', '.join(texts) or '(none: this data set has no text feature)'}")
+  cfg_key = "train_split" if split == "train" else "eval_split"
+  tfds_split = _opt(data_cfg, cfg_key)
+  try:
+    # Checked up front: an empty slice makes as_data_source fail with a cryptic message.
+    if builder.info.splits and builder.info.splits[tfds_split].num_examples == 0:
+      raise UserError(f"data.source {source!r}: split {tfds_split!r} (data.{cfg_key}) has "
+                      "no examples; choose another split or slice")
+    records = builder.as_data_source(split=tfds_split)
+  except NotImplementedError:  # prepared earlier by tfds.load: tfrecord, no random access
+    fmt = builder.info.file_format
+    raise UserError(
+        f"data.source {source!r} is prepared in {builder.data_dir} as "
+        f"{getattr(fmt, 'value', fmt)}, which has no random access; point "
+        "data.tfds_data_dir at another directory (jaxgen prepares it there as array_record) "
+        "or delete that one") from None
+  except ValueError as e:  # unknown split name, or a slice that does not fit
+    why = _first_line(e).split(". Should be one of")[0]  # the list follows anyway
+    raise UserError(f"data.source {source!r}: {why}; set data.{cfg_key} (now "
+                    f"{tfds_split!r}) to one of: {', '.join(builder.info.splits)}") from None
+  if len(records) == 0:
+    raise UserError(f"data.source {source!r}: split {tfds_split!r} (data.{cfg_key}) has no "
+                    "examples; choose another split or slice")
+  return Documents(records, f"{source!r}, split={tfds_split!r}, text_key={key!r}", key)
+
+
+def _tfds_builder(tfds: Any, spec: str, data_cfg: Any) -> Any:
+  """The builder for NAME[:VERSION], prepared as array_record if it is not yet."""
+  source = data_cfg.source
+  data_dir = os.path.expanduser(_opt(data_cfg, "tfds_data_dir")) or None
+  try:
+    # try_gcs=False: never read gs://tfds-data; everything comes from data_dir.
+    builder = tfds.builder(spec, data_dir=data_dir, try_gcs=False)
+  except tfds.core.DatasetNotFoundError:
+    name = spec.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False))
+    hint = (f"did you mean {' or '.join(close)}?" if close
+            else "tfds.list_builders() lists the known ones")
+    raise UserError(f"data.source {source!r}: TFDS has no data set {name!r}; {hint}") from None
+  except (AssertionError, ValueError) as e:  # bad version or malformed name
+    raise UserError(f"data.source {source!r}: {_first_line(e)}; use "
+                    "tfds:NAME[/CONFIG][:VERSION] with a version TFDS has") from None
+  if not builder.is_prepared():
+    _prepare_tfds(tfds, builder, data_cfg)
+  return builder
+
+
+def _prepare_tfds(tfds: Any, builder: Any, data_cfg: Any) -> None:
+  # Not tfds.data_source(..., data_dir=...): with a data_dir it prepares tfrecord files,
+  # which it then cannot read; array_record is asked for here explicitly.
+  source = data_cfg.source
+  manual_dir = os.path.expanduser(_opt(data_cfg, "tfds_manual_dir")) or None
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise UserError(f"data.tfds_manual_dir {manual_dir} is not a directory; point it at "
+                    f"the folder holding the files for {source!r}")
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+  try:
+    builder.download_and_prepare(file_format="array_record", download_config=config)
+  except ImportError as e:  # most builders read their files through TensorFlow
+    raise UserError(f"preparing data.source {source!r} needs {e.name or e}; pip install "
+                    "tensorflow-cpu (reading it once prepared does not)") from None
+  except tfds.core.download.download_manager.NonMatchingChecksumError:
+    where = f"data.tfds_manual_dir {manual_dir}" if manual_dir else "the download"
+    raise UserError(f"a file in {where} is not the one {source!r} expects (wrong "
+                    "checksum); put the original file in data.tfds_manual_dir") from None
+  except (tfds.download.DownloadError, OSError) as e:  # offline: requests' ConnectionError
+    raise UserError(f"preparing data.source {source!r} failed ({_first_line(e)}); "
+                    "offline, put its downloads in data.tfds_manual_dir") from None
+
+
+def _import_tfds(source: str) -> Any:
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise UserError(f"data.source {source!r} needs tensorflow_datasets ({e}); pip "
+                    "install tensorflow-datasets array-record") from None
+  return tfds
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  # tfds.builder wraps errors as 'Failed to construct dataset "x", builder_kwargs "...": why'.
+  text = text.rsplit('": ', 1)[-1] if text.startswith("Failed to construct") else text
+  return text.rstrip(".")  # the caller's "; what to do" follows

@@ -18,11 +18,12 @@ from flax import nnx
 def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
              num_tokens: int, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, vocab_size: int | None = None,
-             max_len: int | None = None) -> np.ndarray:
+             max_len: int | None = None, exclude_ids: tuple[int, ...] = ()) -> np.ndarray:
   """Samples `num_tokens` tokens after each prompt row; returns them [B, num_tokens].
 
   `vocab_size` (the tokenizer's, before padding) keeps padded ids from being
-  drawn. With a context limit `max_len` (Transformers), generation continues
+  drawn, nor are `exclude_ids` (pad and bos, which never follow a token in
+  training). With a context limit `max_len` (Transformers), generation continues
   past it by re-reading the last half context, as nanoGPT crops its
   context; a longer prompt keeps only its last `max_len // 2` tokens.
   """
@@ -30,7 +31,8 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
   rng = jax.random.key(seed)
   if max_len is None:  # no context limit (LSTM): one compiled loop does it all
     return np.asarray(_generate_segment(graphdef, params, prompt_BP, prompt_BP.shape[1], rng,
-                                        num_tokens, temperature, top_k, top_p, vocab_size))
+                                        num_tokens, temperature, top_k, top_p, vocab_size,
+                                        tuple(exclude_ids)))
   # Windowed: each segment re-reads the last `window` tokens (right-padded to
   # a fixed shape, so every segment reuses one compiled program) and
   # generates the rest of the context.
@@ -43,15 +45,15 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
     length = context_BP.shape[1]
     padded_BW = jnp.pad(context_BP, ((0, 0), (0, window - length)))
     new_BN = _generate_segment(graphdef, params, padded_BW, length, key, per_segment,
-                               temperature, top_k, top_p, vocab_size)
+                               temperature, top_k, top_p, vocab_size, tuple(exclude_ids))
     out.append(new_BN)
     context_BP = jnp.concatenate([context_BP, new_BN], axis=1)[:, -window:]
   return np.asarray(jnp.concatenate(out, axis=1)[:, :num_tokens])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9, 10))
 def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temperature, top_k,
-                      top_p, vocab_size):
+                      top_p, vocab_size, exclude_ids):
   """Prefills `prompt_BP[:, :length]` (the rest is padding) and samples `num_tokens`."""
   model = nnx.merge(graphdef, params)
   b, p = prompt_BP.shape
@@ -65,7 +67,7 @@ def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temp
 
   def step(carry, key):
     logits_BV, cache = carry
-    token_B = sample_logits(logits_BV, key, temperature, top_k, top_p, vocab_size)
+    token_B = sample_logits(logits_BV, key, temperature, top_k, top_p, vocab_size, exclude_ids)
     logits_B1V, cache = model.decode(token_B[:, None], cache)
     return (logits_B1V[:, 0], cache), token_B
 
@@ -75,15 +77,14 @@ def _generate_segment(graphdef, params, prompt_BP, length, rng, num_tokens, temp
 
 
 def sample_logits(logits_BV: jax.Array, key: jax.Array, temperature: float, top_k: int = 0,
-                  top_p: float = 1.0, vocab_size: int | None = None) -> jax.Array:
+                  top_p: float = 1.0, vocab_size: int | None = None,
+                  exclude_ids: tuple[int, ...] = ()) -> jax.Array:
   """One token per row: greedy when temperature is 0, else softmax(logits / T).
 
   `top_k` keeps the k most likely tokens, `top_p` the smallest set whose
   probability reaches p (nucleus sampling); both may be combined.
   """
-  logits_BV = logits_BV.astype(jnp.float32)
-  if vocab_size is not None and vocab_size < logits_BV.shape[-1]:
-    logits_BV = logits_BV.at[:, vocab_size:].set(-jnp.inf)
+  logits_BV = mask_logits(logits_BV, vocab_size, exclude_ids)
   if temperature == 0:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   logits_BV = logits_BV / temperature
@@ -98,3 +99,14 @@ def sample_logits(logits_BV: jax.Array, key: jax.Array, temperature: float, top_
     threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
     logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
   return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def mask_logits(logits_BV: jax.Array, vocab_size: int | None,
+                exclude_ids: tuple[int, ...] = ()) -> jax.Array:
+  """Float32 logits with ids >= `vocab_size` (padding) and `exclude_ids` at -inf."""
+  logits_BV = logits_BV.astype(jnp.float32)
+  if vocab_size is not None and vocab_size < logits_BV.shape[-1]:
+    logits_BV = logits_BV.at[:, vocab_size:].set(-jnp.inf)
+  if exclude_ids:
+    logits_BV = logits_BV.at[:, jnp.asarray(exclude_ids)].set(-jnp.inf)
+  return logits_BV

@@ -1,64 +1,156 @@
 """Text from a trained workdir: restore what sampling needs, then generate.
 
-`generate_text` is the notebook API; `jaxgen sample` calls it.
+`generate` is the notebook API (`jaxgen.sample.generate`); `jaxgen sample`
+calls it. Everything comes from the chosen checkpoint itself: parameters,
+tokenizer and model config.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
+from collections.abc import Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import SingleDeviceSharding
 
-from jaxgen.data.tokenizer import load_tokenizer
+from jaxgen.data.tokenizer import prompt_start, tokenizer_from_spec
 from jaxgen.errors import UserError
 from jaxgen.models.factory import context_limit, model_config
-from jaxgen.sample.decode import generate
+from jaxgen.sample import decode
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state
 
 
-def generate_text(workdir: str, prompt: str = "", *, max_new_tokens: int = 200,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  num_samples: int = 1, seed: int = 0) -> list[str]:
-  """`num_samples` continuations of `prompt` from the newest checkpoint in `workdir`."""
-  _check_options(temperature, top_k, top_p, max_new_tokens, num_samples)
+def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: int = 200,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             num_samples: int = 1, seed: int = 0, beam_size: int = 0,
+             length_penalty: float = 1.0, step: int | None = None,
+             best: bool = False) -> list[str] | list[list[str]]:
+  """Continuations of `prompt` from a checkpoint of `workdir`.
+
+  One prompt (a str) gives a list of `num_samples` texts; a sequence of
+  prompts gives one such list per prompt. The checkpoint is the newest, or
+  `step`, or with `best` the one with the lowest validation loss. With
+  `beam_size` > 0, beam search replaces sampling and the `num_samples` best
+  beams are returned, best first.
+  """
+  single = isinstance(prompt, str)
+  prompts = [prompt] if single else list(prompt)
+  _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts)
+  graphdef, params, cfg, tokenizer = restore(workdir, step=step, best=best)
+  model_cfg_max_len = context_limit(model_config(cfg.model, tokenizer.vocab_size,
+                                                 cfg.data.seq_len))
+  ids = [_prompt_ids(p, i, tokenizer, cfg.data.mode, model_cfg_max_len, beam_size,
+                     max_new_tokens) for i, p in enumerate(prompts)]
+  texts: list[list[str]] = [[] for _ in prompts]
+  never = (tokenizer.pad_id, tokenizer.bos_id)  # no training target is ever one of these
+  # Prompts of equal length share one batch: no padding, so batching cannot
+  # change what any prompt produces.
+  by_length: dict[int, list[int]] = {}
+  for i, row in enumerate(ids):
+    by_length.setdefault(len(row), []).append(i)
+  for group in by_length.values():
+    batch_BP = np.stack([ids[i] for i in group])
+    if beam_size:
+      tokens_BKN, _ = _beam_search()(graphdef, params, batch_BP, max_new_tokens,
+                                     beam_size=beam_size, length_penalty=length_penalty,
+                                     eos_id=tokenizer.eos_id, vocab_size=tokenizer.vocab_size,
+                                     max_len=model_cfg_max_len, exclude_ids=never)
+      rows = [list(tokens_BKN[b, :num_samples]) for b in range(len(group))]
+    else:
+      tokens = decode.generate(graphdef, params, np.repeat(batch_BP, num_samples, axis=0),
+                               max_new_tokens, seed=seed, temperature=temperature, top_k=top_k,
+                               top_p=top_p, vocab_size=tokenizer.vocab_size,
+                               max_len=model_cfg_max_len, exclude_ids=never)
+      rows = [list(tokens[b * num_samples:(b + 1) * num_samples]) for b in range(len(group))]
+    for i, samples in zip(group, rows):
+      texts[i] = [prompts[i] + tokenizer.decode(_until_eos(t, tokenizer.eos_id))
+                  for t in samples]
+  return texts[0] if single else texts
+
+
+def restore(workdir: str, *, step: int | None = None, best: bool = False):
+  """(graphdef, params, config, tokenizer) from one checkpoint, on one device."""
   wd = pathlib.Path(workdir).expanduser()
-  for name in ("config.json", "tokenizer.json"):
-    if not (wd / name).is_file():
-      raise UserError(f"{wd} holds no trained run ({name} is missing); pass the --workdir "
-                      "of a `jaxgen train` run")
-  cfg = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
-  tokenizer = load_tokenizer(wd / "tokenizer.json")
-  model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
-  # An empty prompt starts from the first vocabulary entry (a newline in
-  # character vocabularies built from text with line breaks).
-  prompt_ids = tokenizer.encode(prompt) if prompt else np.zeros((1,), np.int32)
-  max_len = context_limit(model_cfg)
-  if max_len is not None and len(prompt_ids) >= max_len:
-    raise UserError(f"the prompt is {len(prompt_ids)} tokens but the model's context is "
-                    f"{max_len}; shorten the prompt")
+  if not (wd / "checkpoints").is_dir():
+    raise UserError(f"{wd} holds no checkpoints; pass the --workdir of a `jaxgen train` run")
   ckpt = Checkpointer(wd, read_only=True)
   try:
-    if ckpt.latest_step() is None:
+    steps = ckpt.all_steps()
+    if not steps:
       raise UserError(f"{wd / 'checkpoints'} holds no complete checkpoint; train first "
                       "(checkpoints are written every checkpoint.every_steps and at the end)")
+    if best:
+      step = ckpt.best_step()
+      if step is None:
+        raise UserError(f"no checkpoint in {wd / 'checkpoints'} has a validation loss; "
+                        "evaluate while training (eval.every_steps) or pass --step")
+    if step is not None and step not in steps:
+      raise UserError(f"{wd / 'checkpoints'} has no checkpoint at step {step}; it has "
+                      f"{', '.join(map(str, steps))}")
+    chosen = step if step is not None else steps[-1]
+    meta = ckpt.meta(chosen)
+    cfg = ml_collections.ConfigDict(meta["config"])
+    tokenizer = tokenizer_from_spec(meta["tokenizer"], wd / "checkpoints" / str(chosen))
+    model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
     graphdef, abstract = abstract_train_state(model_cfg, make_optimizer(cfg.train)[0])
-    params = ckpt.restore(abstract, SingleDeviceSharding(jax.devices()[0])).params
+    state, _ = ckpt.restore(abstract, SingleDeviceSharding(jax.devices()[0]), step=chosen)
   finally:
     ckpt.close()
-
-  batch = np.repeat(prompt_ids[None, :], num_samples, axis=0)
-  tokens = generate(graphdef, params, batch, max_new_tokens, seed=seed, temperature=temperature,
-                    top_k=top_k, top_p=top_p, vocab_size=tokenizer.vocab_size, max_len=max_len)
-  return [prompt + tokenizer.decode(row) for row in tokens]
+  return graphdef, state.params, cfg, tokenizer
 
 
-def _check_options(temperature, top_k, top_p, max_new_tokens, num_samples):
+def read_prompt_file(path: str) -> list[str]:
+  """One prompt per line (a trailing newline ends the last one; '\\n' inside is kept out)."""
+  p = pathlib.Path(path).expanduser()
+  try:
+    text = p.read_text(encoding="utf-8")
+  except FileNotFoundError:
+    raise UserError(f"--prompt_file={path} does not exist") from None
+  except UnicodeDecodeError as e:
+    raise UserError(f"--prompt_file={path} is not UTF-8 (bad byte at offset {e.start}); "
+                    "convert it, e.g. with iconv") from None
+  except OSError as e:
+    raise UserError(f"--prompt_file={path} cannot be read: {e.strerror}") from None
+  prompts = text.splitlines()
+  if not prompts:
+    raise UserError(f"--prompt_file={path} is empty; write one prompt per line")
+  return prompts
+
+
+def _beam_search():
+  from jaxgen.sample.beam import beam_search  # only beam users pay for its import
+  return beam_search
+
+
+def _prompt_ids(prompt, index, tokenizer, data_mode, max_len, beam_size, max_new_tokens):
+  where = "the prompt" if index == 0 else f"prompt {index + 1}"
+  try:
+    ids = tokenizer.encode(prompt) if prompt else np.asarray([], np.int32)
+  except UserError as e:
+    raise UserError(f"{where}: {e}") from None
+  ids = np.concatenate([np.asarray(prompt_start(tokenizer, data_mode, bool(prompt)), np.int32),
+                        ids])
+  if max_len is not None and len(ids) >= max_len:
+    raise UserError(f"{where} is {len(ids)} tokens but the model's context is {max_len}; "
+                    "shorten it")
+  if beam_size and max_len is not None and len(ids) + max_new_tokens > max_len:
+    raise UserError(f"beam search keeps the whole text in context: {where} ({len(ids)} "
+                    f"tokens) plus --max_new_tokens={max_new_tokens} exceeds the model's "
+                    f"context of {max_len}; generate fewer tokens")
+  return ids
+
+
+def _until_eos(tokens, eos_id: int) -> np.ndarray:
+  tokens = np.asarray(tokens)
+  ends = np.flatnonzero(tokens == eos_id)
+  return tokens[:ends[0]] if ends.size else tokens
+
+
+def _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts):
   if temperature < 0:
     raise UserError(f"--temperature={temperature} is negative; use 0 (greedy) or more")
   if not 0 < top_p <= 1:
@@ -67,3 +159,10 @@ def _check_options(temperature, top_k, top_p, max_new_tokens, num_samples):
     raise UserError(f"--top_k={top_k} is negative; use 0 (off) or a positive count")
   if max_new_tokens < 1 or num_samples < 1:
     raise UserError("--max_new_tokens and --num_samples must be at least 1")
+  if beam_size < 0:
+    raise UserError(f"--beam_size={beam_size} is negative; use 0 (sampling) or a beam count")
+  if beam_size and num_samples > beam_size:
+    raise UserError(f"--num_samples={num_samples} exceeds --beam_size={beam_size}: beam "
+                    "search returns at most beam_size texts per prompt")
+  if not prompts:
+    raise UserError("no prompts given")

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+import json
 import math
 import os
 import pathlib
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 from jaxgen import metrics as metrics_lib
-from jaxgen.data.batches import WindowSampler
-from jaxgen.data.sources import load_text, split_train_val
-from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
+from jaxgen.data import sources
+from jaxgen.data.pipeline import make_dataset
+from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
+                                   tokenizer_from_spec)
 from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, context_limit, model_config
 from jaxgen.models.transformer import TransformerConfig
@@ -26,17 +31,23 @@ from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state
 from jaxgen.train.step import jit_train_step, make_eval_step
 
+# Keys that define the stream of training batches: a resumed run whose
+# config changes one of them could not continue where it stopped.
+_STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
+                "data.seq_len", "train.batch_size", "train.seed")
+
 
 @dataclasses.dataclass
 class Setup:
   """Everything derived from the config and data before the workdir is touched."""
   workdir: pathlib.Path
-  tokenizer: CharTokenizer
-  train_batches: WindowSampler
-  eval_batches: WindowSampler
+  tokenizer: Tokenizer
+  train_data: Any  # grain.IterDataset of this host's batches
+  eval_data: Any
   model_cfg: ModelConfig
   mesh: jax.sharding.Mesh
   rules: tuple
+  meta: dict  # saved with every checkpoint: the config and the tokenizer
 
 
 def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
@@ -51,8 +62,9 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   _require(t.grad_accum_steps > 0, f"train.grad_accum_steps={t.grad_accum_steps} must be positive")
   _require(cfg.eval.every_steps >= 0 and cfg.eval.steps >= 0,
            "eval.every_steps and eval.steps must be 0 (off) or positive")
-  _require(cfg.data.tokenizer == "char",
-           f"data.tokenizer={cfg.data.tokenizer!r} is not available; use 'char'")
+  _require(cfg.data.mode != "pack" or cfg.model.type == "transformer",
+           f"data.mode='pack' needs a Transformer (segment ids mask its attention); an "
+           f"{cfg.model.type} reads data.mode='windows' or 'concat'")
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
   mesh = sharding.make_mesh(cfg.mesh)
   dp = sharding.data_parallel_size(mesh, rules)
@@ -63,28 +75,30 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
            f"use a multiple of {dp * t.grad_accum_steps}")
   _require(eval_batch % dp == 0, f"eval.batch_size={eval_batch} is not divisible by the "
            f"data-parallel size {dp}; use a multiple of {dp}")
-  text = load_text(cfg.data.source)
-  tokenizer = CharTokenizer.from_text(text)
-  train_ids, val_ids = split_train_val(tokenizer.encode(text), cfg.data.val_fraction)
-  seq_len = cfg.data.seq_len
-  train_batches = WindowSampler(train_ids, t.batch_size, seq_len, t.seed, "train")
-  eval_batches = WindowSampler(val_ids, eval_batch, seq_len, t.seed + 1, "validation")
-  model_cfg = model_config(cfg.model, tokenizer.vocab_size, seq_len)
-  return Setup(wd, tokenizer, train_batches, eval_batches, model_cfg, mesh, rules)
+  hosts = jax.process_count()
+  _require(dp % hosts == 0, f"the data-parallel size {dp} must be a multiple of the "
+           f"{hosts} processes, so that each reads its own rows of every batch")
+
+  d = cfg.data
+  train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
+  # A character vocabulary covers the validation text too, as nanoGPT's does.
+  tokenizer = build_tokenizer(d, lambda: itertools.chain(train_docs, eval_docs))
+  data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len, mode=d.mode,
+                           shard_index=jax.process_index(), shard_count=hosts,
+                           prefetch=d.prefetch)
+  train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
+                    shuffle=d.shuffle)
+  # Unshuffled and from the start every time: each evaluation sees the same batches.
+  eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
+  model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len)
+  meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec()}
+  return Setup(wd, tokenizer, train_data, eval_data, model_cfg, mesh, rules, meta)
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains as `cfg` says; returns the final metrics (also in WORKDIR/metrics.jsonl)."""
   s = prepare(cfg, workdir)
   primary = jax.process_index() == 0
-  _check_same_tokenizer(s)
-  if primary:
-    s.workdir.mkdir(parents=True, exist_ok=True)
-    if not (s.workdir / "tokenizer.json").exists():
-      s.tokenizer.save(s.workdir / "tokenizer.json")
-    if not (s.workdir / "config.json").exists():
-      (s.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
-
   t = cfg.train
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(s.model_cfg, optimizer, t.seed, s.mesh, s.rules)
@@ -92,12 +106,20 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
 
-  ckpt = Checkpointer(s.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep)
+  ckpt = Checkpointer(s.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep,
+                      keep_best=cfg.checkpoint.keep_best)
+  train_iter = iter(s.train_data)
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
+    state, restored_step = ckpt.restore(state, data_iterator=train_iter,
+                                        check_meta=functools.partial(_check_compatible, s))
     if primary:
-      print(f"jaxgen: resuming from {ckpt.directory / str(ckpt.latest_step())} "
+      print(f"jaxgen: resuming from {ckpt.directory / str(restored_step)} "
             f"(step {int(state.step)})", flush=True)
+  if primary:
+    # Readable copies for people and tools; runs restore from the checkpoints' own.
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    s.tokenizer.save(s.workdir / "tokenizer.json")
+    (s.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
   n_params = count_params(state.params)
   if primary:
     print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
@@ -114,7 +136,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   with StopRequest() as stop:
     try:
       for step in range(int(state.step), t.steps):
-        batch = sharding.put_batch(s.train_batches.batch(step), batch_sh)
+        batch = sharding.put_batch(next(train_iter), batch_sh)
         state, step_metrics = train_step(state, batch)
         # Fetching the previous step's metrics only now keeps one step queued
         # behind the running one: the device never waits for the host, and no
@@ -131,13 +153,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           # before it can be saved, so the newest checkpoint is always good.
           last.update(_report(writer, *pending))
           pending = None
-        if save:
-          ckpt.save(step + 1, state)
+        val_loss = None
         if evaluate_now:
-          val_loss = evaluate(eval_step, state.params, s.eval_batches, cfg.eval.steps, batch_sh)
+          val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh)
           last["val_loss"] = val_loss
           last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
           writer.eval(step + 1, {"val_loss": val_loss})
+        if save:
+          ckpt.save(step + 1, state, meta=s.meta, val_loss=val_loss,
+                    data_state=json.dumps(train_iter.get_state()).encode())
         if stop:
           break
       if pending is not None:
@@ -148,20 +172,34 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 f"checkpoint in {ckpt.directory}; run the same command to resume", flush=True)
         last["stopped_by"] = stop.signal_name
       elif cfg.sample.num_tokens > 0:
-        text = _sample_text(cfg.sample, s, graphdef, state.params)
+        text = _sample_text(cfg, s, graphdef, state.params)
         writer.text(t.steps, "sample", text)
         last["sample"] = text
     finally:
+      _close(train_iter)
       ckpt.close()
       writer.close()
   return last
 
 
-def evaluate(eval_step, params, batches: WindowSampler, num_batches: int, batch_sh) -> float:
-  """Mean validation loss over the same `num_batches` batches at every evaluation."""
-  losses = [eval_step(params, sharding.put_batch(batches.batch(i), batch_sh))
-            for i in range(num_batches)]
-  return float(np.mean(jax.device_get(losses)))
+def evaluate(eval_step, params, data, num_batches: int, batch_sh) -> float:
+  """Mean validation loss over the first `num_batches` batches of `data`, the same
+  batches at every evaluation."""
+  it = iter(data)
+  try:
+    sums = [eval_step(params, sharding.put_batch(b, batch_sh))
+            for b in itertools.islice(it, num_batches)]
+  finally:
+    _close(it)
+  total, count = np.sum(jax.device_get(sums), axis=0)
+  return float(total / count)
+
+
+def _close(iterator) -> None:
+  # Stops Grain's prefetch threads now rather than at interpreter exit.
+  close = getattr(iterator, "close", None)
+  if close is not None:
+    close()
 
 
 def _report(writer, step: int, device_metrics) -> dict:
@@ -175,14 +213,17 @@ def _report(writer, step: int, device_metrics) -> dict:
   return {"step": step, "train_loss": m["train_loss"]}
 
 
-def _sample_text(sample_cfg, s: Setup, graphdef, params) -> str:
-  prompt = s.tokenizer.encode(sample_cfg.prompt or s.tokenizer.decode([0]))
+def _sample_text(cfg, s: Setup, graphdef, params) -> str:
+  sample_cfg = cfg.sample
+  start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
+  prompt = np.concatenate([np.asarray(start, np.int32), s.tokenizer.encode(sample_cfg.prompt)])
   max_len = context_limit(s.model_cfg)
   if max_len is not None:
     prompt = prompt[-max_len // 2:]
   tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,
                     seed=0, temperature=sample_cfg.temperature, top_k=sample_cfg.top_k,
-                    vocab_size=s.tokenizer.vocab_size, max_len=max_len)
+                    vocab_size=s.tokenizer.vocab_size, max_len=max_len,
+                    exclude_ids=(s.tokenizer.pad_id, s.tokenizer.bos_id))
   return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
 
 
@@ -197,12 +238,39 @@ def model_flops_per_token(model_cfg: ModelConfig, params, seq_len: int) -> float
   return metrics_lib.flops_per_token(n_params, 0, 0, 0, seq_len)
 
 
-def _check_same_tokenizer(s: Setup) -> None:
-  path = s.workdir / "tokenizer.json"
-  if path.exists() and load_tokenizer(path) != s.tokenizer:
-    raise UserError(f"the corpus in data.source gives a different tokenizer than {path}, "
-                    "which this workdir's run was trained with; use the same corpus or a new "
+def _check_compatible(s: Setup, meta: dict) -> None:
+  """Refuses checkpoints this config cannot continue: another tokenizer, another
+  model shape, or another stream of training batches."""
+  where = f"the checkpoints in {s.workdir / 'checkpoints'}"
+  if tokenizer_from_spec(meta["tokenizer"]) != s.tokenizer:
+    raise UserError(f"data.source and data.tokenizer give a different tokenizer "
+                    f"({s.tokenizer!r}) than {where} were trained with "
+                    f"({tokenizer_from_spec(meta['tokenizer'])!r}); use the same data and "
+                    "tokenizer, or a new --workdir")
+  saved = ml_collections.ConfigDict(meta["config"])
+  saved_model = model_config(saved.model, s.tokenizer.vocab_size, saved.data.seq_len)
+  ours, theirs = dataclasses.asdict(s.model_cfg), dataclasses.asdict(saved_model)
+  differ = [f"model.{k}={ours[k]!r} (saved: {theirs.get(k)!r})" for k in ours if ours[k] != theirs.get(k)]
+  if type(s.model_cfg) is not type(saved_model):
+    differ = [f"model.type={s.meta['config']['model']['type']!r} (saved: {saved.model.type!r})"]
+  if differ:
+    raise UserError(f"this config's model differs from the one {where} hold: "
+                    f"{', '.join(differ)}; use the config they were trained with, or a new "
                     "--workdir")
+  ours_cfg = s.meta["config"]
+  changed = [k for k in _STREAM_KEYS if _get(ours_cfg, k) != _get(meta["config"], k)]
+  if changed:
+    raise UserError(
+        "this config changes the training data stream of the run in " f"{s.workdir}: "
+        + ", ".join(f"{k}={_get(ours_cfg, k)!r} (saved: {_get(meta['config'], k)!r})"
+                    for k in changed)
+        + "; resume with the saved values, or start a new --workdir")
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split("."):
+    config = config.get(key, {}) if isinstance(config, dict) else None
+  return config
 
 
 def _check_workdir(workdir: str) -> pathlib.Path:

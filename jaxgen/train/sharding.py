@@ -106,11 +106,9 @@ def data_parallel_size(mesh: Mesh, rules) -> int:
 
 
 def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Places a global host batch on the mesh.
+  """Places this process's rows of the global batch on the mesh.
 
-  Every process holds the same global batch (the sampler is a pure function
-  of seed and step) and hands each of its devices only that device's slice,
-  so this works unchanged across hosts.
+  Each process reads only its own slice of the data (rows in process
+  order), so the global batch is assembled from every host's local rows.
   """
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
-          for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -17,19 +17,22 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                     z_loss: float = 0.0) -> Callable:
   """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T]."""
 
-  def loss_fn(params, batch, rng):
-    model = nnx.merge(graphdef, params)
-    logits_BTV = model(batch["inputs"], dropout_rng=rng)
-    return cross_entropy(logits_BTV, batch["targets"], z_loss)
+  def loss_fn(params, batch, rng, denom):
+    logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], dropout_rng=rng,
+                                             **_packing(batch))
+    return cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    # One denominator for the whole batch keeps the loss a mean over every
+    # target that counts, however the micro-batches split the padding.
+    denom = _weight_sum(batch)
     if grad_accum_steps == 1:
-      (_, ce), grads = grad_fn(state.params, batch, rng)
+      (_, ce), grads = grad_fn(state.params, batch, rng, denom)
     else:
-      ce, grads = _accumulate(grad_fn, state.params, batch, rng, grad_accum_steps)
+      ce, grads = _accumulate(grad_fn, state.params, batch, rng, denom, grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": ce, "grad_norm": optax.tree.norm(grads),
@@ -51,28 +54,53 @@ def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformati
 
 
 def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
-  """`eval_step(params, batch) -> mean cross-entropy` (no dropout, no z-loss)."""
+  """`eval_step(params, batch) -> (summed cross-entropy, targets counted)`.
+
+  Sums rather than means, so that batches with more padding weigh less.
+  """
 
   def eval_step(params, batch):
-    logits_BTV = nnx.merge(graphdef, params)(batch["inputs"])
-    return cross_entropy(logits_BTV, batch["targets"], 0.0)[1]
+    logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], **_packing(batch))
+    denom = _weight_sum(batch)
+    return cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1] * denom, denom
 
   return eval_step
 
 
-def cross_entropy(logits_BTV, targets_BT, z_loss: float):
-  """(loss to minimise, mean cross-entropy), in float32."""
+def cross_entropy(logits_BTV, targets_BT, z_loss: float, weights_BT=None, denom=None):
+  """(loss to minimise, mean cross-entropy) over the targets with weight 1, in float32.
+
+  `denom` (default: the weights' sum) is what the weighted sums are divided by.
+  """
   logits_BTV = logits_BTV.astype(jnp.float32)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT).mean()
+  ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+  if weights_BT is None:
+    weights_BT = jnp.ones_like(ce_BT)
+  if denom is None:
+    denom = jnp.maximum(weights_BT.sum(), 1.0)
+  ce = (ce_BT * weights_BT).sum() / denom
   loss = ce
   if z_loss:
     # PaLM's z-loss keeps log Z near 0, which stabilises low-precision training.
-    loss = ce + z_loss * jnp.square(jax.nn.logsumexp(logits_BTV, axis=-1)).mean()
+    log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+    loss = ce + z_loss * (jnp.square(log_z_BT) * weights_BT).sum() / denom
   return loss, ce
 
 
-def _accumulate(grad_fn, params, batch, rng, n):
-  """Mean loss and gradient over `n` micro-batches, one at a time (lax.scan)."""
+def _packing(batch) -> dict:
+  """Segment ids and positions of packed batches, for the model's attention mask."""
+  return {f"{k}_BT": batch[k] for k in ("segment_ids", "positions") if k in batch}
+
+
+def _weight_sum(batch):
+  if "weights" in batch:
+    return jnp.maximum(batch["weights"].astype(jnp.float32).sum(), 1.0)
+  return jnp.asarray(batch["targets"].size, jnp.float32)
+
+
+def _accumulate(grad_fn, params, batch, rng, denom, n):
+  """Loss and gradient of the whole batch from `n` micro-batches, one at a time
+  (lax.scan); each micro-batch's sums are divided by the whole batch's `denom`."""
 
   def split(x_BT):
     # Row i of micro-batch m is row i*n + m: each micro-batch takes an equal
@@ -85,10 +113,10 @@ def _accumulate(grad_fn, params, batch, rng, n):
   def body(carry, xs):
     ce_sum, grad_sum = carry
     mb, i = xs
-    (_, ce), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+    (_, ce), g = grad_fn(params, mb, jax.random.fold_in(rng, i), denom)
     return (ce_sum + ce, jax.tree.map(jnp.add, grad_sum, g)), None
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   (ce_sum, grad_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
                                        (micro, jnp.arange(n)))
-  return ce_sum / n, jax.tree.map(lambda g: g / n, grad_sum)
+  return ce_sum, grad_sum

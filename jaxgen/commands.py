@@ -1,0 +1,56 @@
+"""`jaxgen data prepare|inspect` and `jaxgen tokenizer train`: data work before a run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+
+import ml_collections
+
+from jaxgen.data import sources
+from jaxgen.data.tokenizer import build_tokenizer, train_sentencepiece
+from jaxgen.errors import UserError
+
+
+def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
+  """Readies `data.source` (downloads and prepares TFDS data sets) and prints its sizes."""
+  sizes = sources.prepare(cfg.data)
+  for split, s in sizes.items():
+    name = cfg.data.train_split if split == "train" else cfg.data.eval_split
+    print(f"{cfg.data.source} {split} ({name}): {s['documents']:,} documents, "
+          f"{s['characters']:,} characters", flush=True)
+  return sizes
+
+
+def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
+  """Prints the first training batches decoded: what the model will be fed."""
+  from jaxgen.data.pipeline import describe, make_dataset  # Grain only here
+  d = cfg.data
+  train_docs = sources.documents(d, "train")
+  tokenizer = build_tokenizer(
+      d, lambda: itertools.chain(train_docs, sources.documents(d, "eval")))
+  dataset = make_dataset(train_docs, tokenizer, seq_len=d.seq_len,
+                         batch_size=cfg.train.batch_size, mode=d.mode, seed=cfg.train.seed,
+                         shuffle=d.shuffle, prefetch=0)
+  print(f"{d.source}: {len(train_docs):,} training documents, tokenizer {tokenizer!r}, "
+        f"mode {d.mode!r}", flush=True)
+  for i, batch in enumerate(itertools.islice(iter(dataset), max(1, num_batches))):
+    print(f"=== batch {i} ===\n{describe(batch, tokenizer)}", flush=True)
+
+
+def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.Path:
+  """Trains a SentencePiece model on the training split into `data.tokenizer_path`."""
+  d = cfg.data
+  if not d.tokenizer_path:
+    raise UserError("data.tokenizer_path is empty: set where the SentencePiece model goes, "
+                    "e.g. --config.data.tokenizer_path=tokenizers/shakespeare_1k.model")
+  path = pathlib.Path(d.tokenizer_path).expanduser()
+  if path.exists():
+    raise UserError(f"{path} already exists; remove it or choose another "
+                    "data.tokenizer_path (nothing is overwritten)")
+  if vocab_size < 1:
+    raise UserError(f"--vocab_size={vocab_size} must be positive")
+  tokenizer = train_sentencepiece(sources.documents(d, "train"), vocab_size, path)
+  print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size}), flush=True)
+  return path
