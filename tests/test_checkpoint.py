@@ -54,6 +54,20 @@ def test_resume_continues_bit_for_bit(source, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["concat", "pack"])
+def test_resume_continues_the_shuffled_data_stream(source, tmp_path, mode):
+  """Concat and pack read a shuffled Grain stream: its position is in the checkpoint."""
+  def cfg(steps):
+    c = config(source, steps)
+    c.data.update(text_lines=True, mode=mode)
+    return c
+  run(cfg(20), tmp_path / "whole")
+  run(cfg(10), tmp_path / "split")
+  run(cfg(20), tmp_path / "split")
+  whole, split = last_by_step(tmp_path / "whole"), last_by_step(tmp_path / "split")
+  assert [split[i] for i in range(11, 21)] == [whole[i] for i in range(11, 21)]
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
 def test_restore_onto_another_mesh(source, tmp_path):
   run(config(source, 20), tmp_path / "one", (1, 1, 1))
