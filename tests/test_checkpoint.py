@@ -71,11 +71,14 @@ def test_resume_continues_the_shuffled_data_stream(source, tmp_path, mode):
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
 def test_restore_onto_another_mesh(source, tmp_path):
   run(config(source, 20), tmp_path / "one", (1, 1, 1))
-  run(config(source, 10), tmp_path / "moved", (2, 2, 2))
-  run(config(source, 20), tmp_path / "moved", (1, 1, 1))
-  one, moved = last_by_step(tmp_path / "one"), last_by_step(tmp_path / "moved")
-  np.testing.assert_allclose([moved[i] for i in range(11, 21)], [one[i] for i in range(11, 21)],
-                             atol=1e-5, rtol=0)
+  run(config(source, 10), tmp_path / "down", (2, 2, 2))  # saved on 8 devices ...
+  run(config(source, 20), tmp_path / "down", (1, 1, 1))  # ... resumed on 1
+  run(config(source, 10), tmp_path / "up", (1, 1, 1))  # and the other way
+  run(config(source, 20), tmp_path / "up", (2, 2, 2))
+  one = last_by_step(tmp_path / "one")
+  for moved in (last_by_step(tmp_path / "down"), last_by_step(tmp_path / "up")):
+    np.testing.assert_allclose([moved[i] for i in range(11, 21)],
+                               [one[i] for i in range(11, 21)], atol=1e-5, rtol=0)
 
 
 def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):

@@ -88,8 +88,10 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
                            prefetch=d.prefetch)
   train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
                     shuffle=d.shuffle)
-  # Unshuffled and from the start every time: each evaluation sees the same batches.
-  eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
+  eval_data = None
+  if cfg.eval.every_steps and cfg.eval.steps:
+    # Unshuffled and from the start every time: each evaluation sees the same batches.
+    eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len)
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec()}
   return Setup(wd, tokenizer, train_data, eval_data, model_cfg, mesh, rules, meta)
