@@ -22,12 +22,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxgen import host
-from jaxgen.models.factory import model_config
-from jaxgen.train import sharding
 from jaxgen.train.checkpoint import Checkpointer
-from jaxgen.train.optimizer import make_optimizer
-from jaxgen.train.state import create_train_state
-from jaxgen.train.step import jit_train_step
+from synthetic import train_setup  # benchmarks/ is on the path when run as a script
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file.", lock_config=True)
 _EVERY = flags.DEFINE_integer("every_steps", 100, "Steps between saves.")
@@ -39,19 +35,8 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 65, "Tokenizer vocabulary size (befo
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  t = cfg.train
-  rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  mesh = sharding.make_mesh(cfg.mesh)
-  model_cfg = model_config(cfg.model, _VOCAB.value, cfg.data.seq_len)
-  optimizer, schedule = make_optimizer(t)
-  graphdef, state, state_sh = create_train_state(model_cfg, optimizer, t.seed, mesh, rules)
-  batch_sh = sharding.batch_sharding(mesh, rules)
-  step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
-  rng = np.random.default_rng(0)
-  shape = (t.batch_size, cfg.data.seq_len)
-  batch = sharding.put_batch({"inputs": rng.integers(0, _VOCAB.value, shape, np.int32),
-                              "targets": rng.integers(0, _VOCAB.value, shape, np.int32)},
-                             batch_sh)
+  setup = train_setup(cfg, _VOCAB.value, num_batches=1)
+  state, step_fn, batch = setup.state, setup.step_fn, setup.batches[0]
   meta = {"config": json.loads(cfg.to_json_best_effort()),
           "tokenizer": {"kind": "char", "chars": "".join(map(chr, range(32, 32 + _VOCAB.value)))}}
   data_state = json.dumps({"next_index": 0}).encode()

@@ -21,12 +21,9 @@ from ml_collections import config_flags
 
 from jaxgen import host
 from jaxgen import metrics as metrics_lib
-from jaxgen.models.factory import model_config
-from jaxgen.train import sharding
 from jaxgen.train.loop import model_flops_per_token
-from jaxgen.train.optimizer import make_optimizer
-from jaxgen.train.state import count_params, create_train_state
-from jaxgen.train.step import jit_train_step
+from jaxgen.train.state import count_params
+from synthetic import train_setup  # benchmarks/ is on the path when run as a script
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps.")
@@ -38,18 +35,8 @@ def main(argv):
   del argv
   cfg = _CONFIG.value
   t = cfg.train
-  rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  mesh = sharding.make_mesh(cfg.mesh)
-  model_cfg = model_config(cfg.model, _VOCAB.value, cfg.data.seq_len)
-  optimizer, schedule = make_optimizer(t)
-  graphdef, state, state_sh = create_train_state(model_cfg, optimizer, t.seed, mesh, rules)
-  batch_sh = sharding.batch_sharding(mesh, rules)
-  step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
-  rng = np.random.default_rng(0)
-  shape = (t.batch_size, cfg.data.seq_len)
-  batches = [sharding.put_batch({"inputs": rng.integers(0, _VOCAB.value, shape, np.int32),
-                                 "targets": rng.integers(0, _VOCAB.value, shape, np.int32)},
-                                batch_sh) for _ in range(4)]
+  setup = train_setup(cfg, _VOCAB.value)
+  model_cfg, state, step_fn, batches = setup.model_cfg, setup.state, setup.step_fn, setup.batches
 
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batches[0]).compile()

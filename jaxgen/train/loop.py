@@ -112,8 +112,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                       keep_best=cfg.checkpoint.keep_best)
   train_iter = iter(s.train_data)
   if ckpt.latest_step() is not None:
-    state, restored_step = ckpt.restore(state, data_iterator=train_iter,
-                                        check_meta=functools.partial(_check_compatible, s))
+    try:
+      state, restored_step = ckpt.restore(state, data_iterator=train_iter,
+                                          check_meta=functools.partial(_check_compatible, s))
+    except BaseException:
+      _close(train_iter)
+      ckpt.close()
+      raise
     if primary:
       print(f"jaxgen: resuming from {ckpt.directory / str(restored_step)} "
             f"(step {int(state.step)})", flush=True)
