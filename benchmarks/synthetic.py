@@ -19,6 +19,7 @@ from jaxgen.train.step import jit_train_step
 @dataclasses.dataclass
 class TrainSetup:
   model_cfg: ModelConfig
+  mesh: object
   state: object
   step_fn: object  # jitted (state, batch) -> (state, metrics), state donated
   batches: list  # on the mesh, ready to feed
@@ -39,4 +40,4 @@ def train_setup(cfg, vocab_size: int, num_batches: int = 4) -> TrainSetup:
   batches = [sharding.put_batch({"inputs": rng.integers(0, vocab_size, shape, np.int32),
                                  "targets": rng.integers(0, vocab_size, shape, np.int32)},
                                 batch_sh) for _ in range(num_batches)]
-  return TrainSetup(model_cfg, state, step_fn, batches)
+  return TrainSetup(model_cfg, mesh, state, step_fn, batches)

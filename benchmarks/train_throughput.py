@@ -65,7 +65,7 @@ def main(argv):
   result = {
       "benchmark": "train_throughput", "config": cfg.model.type, "params": n_params,
       "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-      "mesh": dict(mesh.shape), "batch_size": t.batch_size, "seq_len": cfg.data.seq_len,
+      "mesh": dict(setup.mesh.shape), "batch_size": t.batch_size, "seq_len": cfg.data.seq_len,
       "dtype": cfg.model.dtype, "steps": _STEPS.value,
       "step_ms": round(step_s * 1e3, 3), "tokens_per_s": round(tokens / step_s, 1),
       "wall_ms_per_step": round(wall_s / _STEPS.value * 1e3, 3),
