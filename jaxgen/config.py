@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = 250
   c.eval.steps = 20  # batches per evaluation
   c.eval.batch_size = 0  # 0: same as train.batch_size
+  # After the last step, also the loss over the whole validation split in one
+  # pass (`val_loss_full_split`): exact where eval.steps samples. One process only.
+  c.eval.full_split_at_end = True
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 500  # also saved at the end of training; 0: only at the end

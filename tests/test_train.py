@@ -53,6 +53,25 @@ def test_short_run_lowers_loss_and_writes_outputs(source, tmp_path):
   for name in ("metrics.jsonl", "tokenizer.json", "config.json", "loss.png"):
     assert (tmp_path / "run" / name).exists(), name
   assert list((tmp_path / "run" / "tensorboard").iterdir())
+  _check_full_split_loss(tmp_path / "run", cfg, result["val_loss_full_split"])
+
+
+def _check_full_split_loss(workdir, cfg, reported):
+  """The end-of-run validation loss, recomputed: every non-overlapping window of the
+  validation text (and its closing eos) through the restored model, plain numpy batching."""
+  import optax
+  from jaxgen.data.sources import load_text
+  from jaxgen.sample.restore import restore
+  graphdef, params, _, tokenizer = restore(str(workdir))
+  model = __import__("flax").nnx.merge(graphdef, params)
+  text = load_text(cfg.data.source)
+  ids = np.append(tokenizer.encode(text[int(len(text) * 0.9):]), tokenizer.eos_id)
+  n = cfg.data.seq_len + 1
+  chunks = ids[:len(ids) // n * n].reshape(-1, n)
+  b = cfg.train.batch_size
+  chunks = chunks[:len(chunks) // b * b]
+  ce = optax.softmax_cross_entropy_with_integer_labels(model(chunks[:, :-1]), chunks[:, 1:])
+  np.testing.assert_allclose(reported, float(ce.mean()), rtol=1e-5)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices: set "

@@ -43,7 +43,8 @@ class Setup:
   workdir: pathlib.Path
   tokenizer: Tokenizer
   train_data: Any  # grain.IterDataset of this host's batches
-  eval_data: Any
+  eval_data: Any  # None when not evaluating
+  full_eval_data: Any  # one pass over the validation split, or None
   model_cfg: ModelConfig
   mesh: jax.sharding.Mesh
   rules: tuple
@@ -88,13 +89,26 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
                            prefetch=d.prefetch)
   train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
                     shuffle=d.shuffle)
-  eval_data = None
+  eval_data = full_eval_data = None
   if cfg.eval.every_steps and cfg.eval.steps:
     # Unshuffled and from the start every time: each evaluation sees the same batches.
     eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
+    # Hosts' shares of a split differ in length, so one pass is single-process only.
+    if cfg.eval.get("full_split_at_end", False) and hosts == 1:
+      full_eval_data = _full_pass(data, eval_docs, eval_batch, d.mode)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len)
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec()}
-  return Setup(wd, tokenizer, train_data, eval_data, model_cfg, mesh, rules, meta)
+  return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
+               meta)
+
+
+def _full_pass(data, docs, batch_size: int, mode: str):
+  """Every validation token once: non-overlapping windows, or packed documents."""
+  try:
+    return data(docs, batch_size=batch_size, seed=0, shuffle=False, repeat=False,
+                mode="pack" if mode == "pack" else "concat")
+  except UserError:  # a split too short to fill one batch: the sampled loss must do
+    return None
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -166,6 +180,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           last["val_loss"] = val_loss
           last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
           writer.eval(step + 1, {"val_loss": val_loss})
+          if last_step and s.full_eval_data is not None:
+            full = evaluate(eval_step, state.params, s.full_eval_data, None, batch_sh)
+            last["val_loss_full_split"] = full
+            writer.eval(step + 1, {"val_loss_full_split": full})
         if save:
           ckpt.save(step + 1, state, meta=s.meta, val_loss=val_loss,
                     data_state=json.dumps(train_iter.get_state()).encode())
@@ -189,9 +207,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   return last
 
 
-def evaluate(eval_step, params, data, num_batches: int, batch_sh) -> float:
-  """Mean validation loss over the first `num_batches` batches of `data`, the same
-  batches at every evaluation."""
+def evaluate(eval_step, params, data, num_batches: int | None, batch_sh) -> float:
+  """Mean validation loss over the first `num_batches` batches of `data` (all of
+  them for None), the same batches at every evaluation."""
   it = iter(data)
   try:
     sums = [eval_step(params, sharding.put_batch(b, batch_sh))
