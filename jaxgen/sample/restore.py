@@ -73,7 +73,8 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
 
 
 def restore(workdir: str, *, step: int | None = None, best: bool = False):
-  """(graphdef, params, config, tokenizer) from one checkpoint, on one device."""
+  """(graphdef, params, config, tokenizer) from one checkpoint, on one device; the
+  optimizer state is not read."""
   wd = pathlib.Path(workdir).expanduser()
   if not (wd / "checkpoints").is_dir():
     raise UserError(f"{wd} holds no checkpoints; pass the --workdir of a `jaxgen train` run")
@@ -97,10 +98,10 @@ def restore(workdir: str, *, step: int | None = None, best: bool = False):
     tokenizer = tokenizer_from_spec(meta["tokenizer"], wd / "checkpoints" / str(chosen))
     model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
     graphdef, abstract = abstract_train_state(model_cfg, make_optimizer(cfg.train)[0])
-    state, _ = ckpt.restore(abstract, SingleDeviceSharding(jax.devices()[0]), step=chosen)
+    params = ckpt.restore_params(abstract.params, SingleDeviceSharding(jax.devices()[0]), chosen)
   finally:
     ckpt.close()
-  return graphdef, state.params, cfg, tokenizer
+  return graphdef, params, cfg, tokenizer
 
 
 def read_prompt_file(path: str) -> list[str]:

@@ -98,6 +98,18 @@ class Checkpointer:
     raise UserError(f"no checkpoint in {self.directory} can be read (damaged files, or "
                     "saved by an incompatible jaxgen); use a new --workdir")
 
+  def restore_params(self, like_params, sharding, step: int):
+    """Only the parameters of checkpoint `step` (no optimizer state), all with `sharding`."""
+    abstract = {"params": jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), like_params)}
+    args = ocp.args.PyTreeRestore(item=abstract, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+    except Exception as e:  # as in `restore`: bad files raise many types
+      raise UserError(f"checkpoint {self.directory / str(step)} cannot be read ({_short(e)}); "
+                      "choose another step") from None
+
   def due(self, step: int) -> bool:
     return bool(self.every_steps) and step % self.every_steps == 0
 
