@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import grain
 import numpy as np
 
+from jaxgen.data.batches import WindowSampler
 from jaxgen.errors import UserError
 
 MODES = ("windows", "concat", "pack")
@@ -136,23 +137,15 @@ def _read_options(prefetch: int) -> grain.ReadOptions:
 
 
 class _WindowBatch:
-  """Local batch j: this host's rows of global batch j (as WindowSampler)."""
+  """Local batch j: this host's rows of WindowSampler's global batch j."""
 
-  def __init__(self, tokens: np.ndarray, seq_len: int, seed: int,
-               global_rows: int, first_row: int, rows: int):
-    self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
-    self.global_rows, self.first_row, self.rows = global_rows, first_row, rows
-    self._offsets = np.arange(seq_len + 1)
+  def __init__(self, sampler: WindowSampler, first_row: int, rows: int):
+    self.sampler, self.first_row, self.rows = sampler, first_row, rows
 
   def __call__(self, j: int) -> dict[str, np.ndarray]:
-    # Same draws as WindowSampler.batch(j) with batch_size = global_rows: all
-    # hosts draw the whole global batch and keep their rows.
-    rng = np.random.default_rng([self.seed % 2**64, int(j)])
-    starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.global_rows)
-    starts = starts[self.first_row:self.first_row + self.rows]
-    windows = self.tokens[starts[:, None] + self._offsets]
-    return {"inputs": np.ascontiguousarray(windows[:, :-1]),
-            "targets": np.ascontiguousarray(windows[:, 1:])}
+    # Every host draws the whole global batch and keeps its own rows.
+    rows = slice(self.first_row, self.first_row + self.rows)
+    return {k: v[rows] for k, v in self.sampler.batch(int(j)).items()}
 
 
 def _windows(docs, tokenizer, seq_len, batch_size, seed, repeat, shard_index,
@@ -166,7 +159,7 @@ def _windows(docs, tokenizer, seq_len, batch_size, seed, repeat, shard_index,
   # One pass: about as many window tokens as the stream holds.
   num_batches = (sys.maxsize if repeat
                  else max(1, (len(tokens) - 1) // (seq_len * global_rows)))
-  make = _WindowBatch(tokens, seq_len, seed, global_rows,
+  make = _WindowBatch(WindowSampler(tokens, global_rows, seq_len, seed),
                       shard_index * batch_size, batch_size)
   return grain.MapDataset.range(num_batches).map(make).to_iter_dataset(
       _read_options(prefetch))
