@@ -8,7 +8,6 @@ run exactly, and sampling needs nothing else from the workdir.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 from typing import Any
@@ -138,10 +137,9 @@ class Checkpointer:
     self._manager.close()
 
   def _metrics(self, step: int) -> dict | None:
-    path = self.directory / str(step) / "metrics" / "metrics"
     try:
-      metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+      metrics = self._manager.metrics(step)
+    except (OSError, ValueError):  # an unreadable metrics file ranks as none
       return None
     return metrics if isinstance(metrics, dict) and _BEST_METRIC in metrics else None
 
