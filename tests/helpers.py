@@ -38,3 +38,10 @@ def tiny_lstm_config(source: str, **train):
   c.model = base.lstm_model()
   c.model.num_layers, c.model.embed_dim, c.model.hidden_size, c.model.unroll = 2, 32, 32, 4
   return c
+
+
+def one_line(err) -> str:
+  """The message of a raised UserError (a pytest ExceptionInfo), checked to be one line."""
+  message = str(err.value)
+  assert "\n" not in message
+  return message

@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +10,10 @@ from jaxgen.data.batches import WindowSampler
 from jaxgen.data.sources import load_text, split_train_val
 from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
 from jaxgen.errors import UserError
-
-SHAKESPEARE = (Path(__file__).resolve().parents[2] / "shared" / "data" /
-               "tiny_shakespeare" / "input.txt")
+from tests.helpers import SHARED_CORPUS, one_line
 
 
-def _one_line(err: pytest.ExceptionInfo) -> str:
-  message = str(err.value)
-  assert "\n" not in message
-  return message
+
 
 
 # Tokenizer.
@@ -48,7 +42,7 @@ def test_unknown_char_names_char_and_position():
   tok = CharTokenizer.from_text("abc")
   with pytest.raises(UserError) as err:
     tok.encode("abcaXbZ")
-  message = _one_line(err)
+  message = one_line(err)
   assert "'X'" in message and "position 4" in message
   assert "training corpus" in message
 
@@ -82,7 +76,7 @@ def test_load_tokenizer_errors(tmp_path):
   path.write_text(json.dumps({"kind": "bpe9000", "chars": "ab"}))
   with pytest.raises(UserError, match="unknown kind 'bpe9000'") as err:
     load_tokenizer(path)
-  _one_line(err)
+  one_line(err)
   path.write_text("{not json")
   with pytest.raises(UserError, match="cannot read tokenizer file"):
     load_tokenizer(path)
@@ -108,7 +102,7 @@ def test_load_text_reads_relative_and_home_paths(tmp_path, monkeypatch):
 def test_load_text_unknown_scheme(source):
   with pytest.raises(UserError, match="no known scheme") as err:
     load_text(source)
-  assert "text:PATH" in _one_line(err)
+  assert "text:PATH" in one_line(err)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -126,7 +120,7 @@ def test_load_text_errors(tmp_path, content, expected):
     path.write_bytes(content)
   with pytest.raises(UserError, match=expected) as err:
     load_text(f"text:{path}")
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
 
 
 def test_load_text_utf8_error_gives_byte_offset(tmp_path):
@@ -147,10 +141,10 @@ def test_split_sizes_follow_nanogpt():
 
 
 def test_tiny_shakespeare_vocab_and_split():
-  if not SHAKESPEARE.exists():
+  if not SHARED_CORPUS.exists():
     pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared "
                 "corpus); absent on this machine")
-  text = load_text(f"text:{SHAKESPEARE}")
+  text = load_text(f"text:{SHARED_CORPUS}")
   assert len(text) == 1_115_394
   tok = CharTokenizer.from_text(text)
   assert len(tok.chars) == 65
@@ -207,6 +201,6 @@ def test_too_short_split_is_a_user_error():
   with pytest.raises(UserError) as err:
     WindowSampler(np.arange(8), batch_size=2, seq_len=8, seed=0,
                   split_name="validation")
-  message = _one_line(err)
+  message = one_line(err)
   assert "validation split has 8 tokens" in message
   assert "seq_len+1 = 9" in message and "data.seq_len" in message

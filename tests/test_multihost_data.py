@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.data.pipeline import make_dataset

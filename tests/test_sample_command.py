@@ -10,7 +10,6 @@ import pytest
 
 import jaxgen.sample
 from jaxgen.errors import UserError
-from jaxgen.sample import decode
 from jaxgen.sample.restore import restore
 from jaxgen.train.checkpoint import Checkpointer
 from tests.helpers import tiny_transformer_config, write_corpus

@@ -10,21 +10,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from helpers import SHARED_CORPUS, write_corpus
 from jaxgen.data import sources
 from jaxgen.data.sources import documents, load_text, prepare, split_train_val
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
+from tests.helpers import SHARED_CORPUS, one_line, write_corpus
 
 
 def _cfg(source, **keys):
   return ml_collections.ConfigDict({"source": source, **keys})
 
 
-def _one_line(err: pytest.ExceptionInfo) -> str:
-  message = str(err.value)
-  assert "\n" not in message
-  return message
 
 
 def _split(cfg):
@@ -164,7 +160,7 @@ def test_bad_file(tmp_path, scheme, content, expected):
     path.write_bytes(content)
   with pytest.raises(UserError, match=expected) as err:
     documents(_cfg(f"{scheme}:{path}"), "train")
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
 
 
 def test_bad_file_inside_a_glob_is_named(tmp_path):
@@ -172,18 +168,18 @@ def test_bad_file_inside_a_glob_is_named(tmp_path):
   (tmp_path / "b.txt").write_bytes("héllo".encode() + b"ab\xff")
   with pytest.raises(UserError, match=r"byte offset 8\).*iconv") as err:
     prepare(_cfg(f"text:{tmp_path}/*.txt"))
-  assert str(tmp_path / "b.txt") in _one_line(err)
+  assert str(tmp_path / "b.txt") in one_line(err)
   (tmp_path / "b.txt").unlink()
   (tmp_path / "c").mkdir()
   with pytest.raises(UserError, match="is a directory") as err:
     documents(_cfg(f"text:{tmp_path}/*"), "train")
-  assert str(tmp_path / "c") in _one_line(err)
+  assert str(tmp_path / "c") in one_line(err)
 
 
 def test_glob_matching_nothing(tmp_path):
   with pytest.raises(UserError, match="matches no file") as err:
     documents(_cfg(f"text:{tmp_path}/*.txt"), "train")
-  assert f"{tmp_path}/*.txt" in _one_line(err)
+  assert f"{tmp_path}/*.txt" in one_line(err)
 
 
 def test_unreadable_file(tmp_path, monkeypatch):
@@ -194,7 +190,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, "open", deny, raising=False)
   with pytest.raises(UserError, match="cannot read.*Permission denied") as err:
     documents(_cfg(f"text:{path}"), "train")
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -209,7 +205,7 @@ def test_bad_jsonl_line(tmp_path, line, expected):
   path.write_text('{"text": "fine"}\n' + line + "\n")
   with pytest.raises(UserError, match=expected) as err:
     documents(_cfg(f"jsonl:{path}"), "eval")
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -222,7 +218,7 @@ def test_bad_jsonl_line(tmp_path, line, expected):
 def test_bad_source_string(source, expected):
   with pytest.raises(UserError, match=expected) as err:
     documents(_cfg(source), "train")
-  assert repr(source) in _one_line(err)
+  assert repr(source) in one_line(err)
 
 
 def test_splits_that_leave_nothing(tmp_path):
@@ -234,7 +230,7 @@ def test_splits_that_leave_nothing(tmp_path):
     documents(_cfg(f"text:{tmp_path}/*.txt", val_fraction=1.0), "train")
   with pytest.raises(UserError, match="one document of 1 characters") as err:
     documents(_cfg(f"text:{tmp_path}/a.txt"), "eval")  # int(0.9) = 0 train characters
-  assert "a.txt" in _one_line(err)
+  assert "a.txt" in one_line(err)
 
 
 # tfds: a mocked data set, a real one built here, and tiny_shakespeare offline.
@@ -260,7 +256,7 @@ def test_tfds_mocked_text_key_and_split_names(tmp_path, no_network):
     cfg.text_key = "content"
     with pytest.raises(UserError, match="no feature 'content' \\(features: text\\)") as err:
       documents(cfg, "train")
-    assert "data.text_key" in _one_line(err)
+    assert "data.text_key" in one_line(err)
 
 
 _TOY_BUILDER = []
@@ -321,7 +317,7 @@ def test_tfds_bad_split_or_key(tmp_path, no_network, keys, expected):
   split = "eval" if "eval_split" in keys else "train"
   with pytest.raises(UserError, match=expected) as err:
     documents(cfg, split)
-  assert "jaxgen_test_docs" in _one_line(err)
+  assert "jaxgen_test_docs" in one_line(err)
 
 
 def test_tfds_prepared_as_tfrecord_is_refused(tmp_path, no_network):
@@ -330,7 +326,7 @@ def test_tfds_prepared_as_tfrecord_is_refused(tmp_path, no_network):
   tfds.builder(name, data_dir=str(tmp_path)).download_and_prepare()  # tfds.load's format
   with pytest.raises(UserError, match="as tfrecord, which has no random access") as err:
     documents(_cfg(f"tfds:{name}", tfds_data_dir=str(tmp_path), text_key="body"), "train")
-  assert str(tmp_path) in _one_line(err) and "array_record" in str(err.value)
+  assert str(tmp_path) in one_line(err) and "array_record" in str(err.value)
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -341,7 +337,7 @@ def test_tfds_bad_name(tmp_path, no_network, source, expected):
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(UserError, match=expected) as err:
     documents(_cfg(source, tfds_data_dir=str(tmp_path)), "train")
-  assert source in _one_line(err)
+  assert source in one_line(err)
 
 
 def test_tfds_wrong_manual_file_fails_its_checksum(tmp_path, no_network):
@@ -353,7 +349,7 @@ def test_tfds_wrong_manual_file_fails_its_checksum(tmp_path, no_network):
              tfds_manual_dir=str(manual))
   with pytest.raises(UserError, match="wrong checksum") as err:
     documents(cfg, "train")
-  assert str(manual) in _one_line(err)
+  assert str(manual) in one_line(err)
   cfg.tfds_manual_dir = str(tmp_path / "missing")
   with pytest.raises(UserError, match="tfds_manual_dir .*missing is not a directory"):
     documents(cfg, "train")

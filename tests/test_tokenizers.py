@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 import random
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -15,16 +14,11 @@ from jaxgen.data import tokenizer as tokenizer_lib
 from jaxgen.data.tokenizer import (ByteTokenizer, CharTokenizer, SentencePieceTokenizer,
                                    build_tokenizer, load_tokenizer, train_sentencepiece)
 from jaxgen.errors import UserError
+from tests.helpers import SHARED_CORPUS, one_line
 
 VOCAB = 400  # 4 special + 256 byte pieces + ~40 characters + learned pieces
-SHAKESPEARE = (Path(__file__).resolve().parents[2] / "shared" / "data" /
-               "tiny_shakespeare" / "input.txt")
 
 
-def _one_line(err: pytest.ExceptionInfo) -> str:
-  message = str(err.value)
-  assert "\n" not in message
-  return message
 
 
 def _corpus_lines(seed: int = 0, n: int = 300) -> list[str]:
@@ -172,11 +166,11 @@ def test_corrupt_sentencepiece_json(tmp_path):
   path.write_text(json.dumps({"kind": "sentencepiece", "model": "not base64!"}))
   with pytest.raises(UserError, match="corrupt") as err:
     load_tokenizer(path)
-  _one_line(err)
+  one_line(err)
   path.write_text(json.dumps({"kind": "sentencepiece", "model": "AAEC"}))
   with pytest.raises(UserError, match="not a SentencePiece model") as err:
     load_tokenizer(path)
-  _one_line(err)
+  one_line(err)
 
 
 def test_save_model_writes_raw_model_and_refuses_to_overwrite(sp, tmp_path):
@@ -187,7 +181,7 @@ def test_save_model_writes_raw_model_and_refuses_to_overwrite(sp, tmp_path):
   path.write_bytes(b"keep me")
   with pytest.raises(UserError, match="already exists") as err:
     sp.save_model(path)
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
   assert path.read_bytes() == b"keep me"
   assert os.listdir(tmp_path) == ["sp.model"]
 
@@ -206,7 +200,7 @@ def test_load_model_errors(tmp_path, content, expected):
     path.write_bytes(content)
   with pytest.raises(UserError, match=expected) as err:
     SentencePieceTokenizer.load_model(path)
-  assert str(path) in _one_line(err)
+  assert str(path) in one_line(err)
 
 
 # Training.
@@ -235,10 +229,10 @@ def test_one_long_document_trains_like_its_lines(lines, sp):
 
 
 def test_tiny_shakespeare_one_document():
-  if not SHAKESPEARE.exists():
+  if not SHARED_CORPUS.exists():
     pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared "
                 "corpus); absent on this machine")
-  text = SHAKESPEARE.read_text(encoding="utf-8")
+  text = SHARED_CORPUS.read_text(encoding="utf-8")
   # One 1 MB document: far over max_sentence_length if fed whole.
   tok = SentencePieceTokenizer.train([text], 1000)
   ids = tok.encode(text)
@@ -249,7 +243,7 @@ def test_tiny_shakespeare_one_document():
 def test_too_large_vocab_size_names_the_limit(lines):
   with pytest.raises(UserError, match=r"at most \d+ pieces") as err:
     SentencePieceTokenizer.train(lines, 100_000)
-  message = _one_line(err)
+  message = one_line(err)
   assert "--vocab_size=100000" in message and "lower --vocab_size" in message
   limit = int(message.split("at most ")[1].split()[0])
   # The limit is exact: it trains, and one more does not.
@@ -281,7 +275,7 @@ def test_training_error_messages_are_parsed():
 def test_too_small_vocab_size_and_bad_arguments(lines):
   with pytest.raises(UserError, match=r"too small: .* at least \d+ pieces") as err:
     SentencePieceTokenizer.train(lines, 100)
-  _one_line(err)
+  one_line(err)
   with pytest.raises(UserError, match="corpus is empty"):
     SentencePieceTokenizer.train(["", ""], VOCAB)
   with pytest.raises(UserError, match="'unigram' or 'bpe'"):
@@ -301,7 +295,7 @@ def test_train_sentencepiece_writes_model_once(lines, sp, tmp_path):
 
   with pytest.raises(UserError, match="already exists") as err:
     train_sentencepiece(never_read(), VOCAB, path)
-  _one_line(err)
+  one_line(err)
   assert path.read_bytes() == sp.model_proto
 
 
@@ -334,7 +328,7 @@ def test_build_tokenizer_errors(tmp_path):
   for cfg in (_data_cfg("sentencepiece"), _data_cfg("sentencepiece", "")):
     with pytest.raises(UserError, match="jaxgen tokenizer train") as err:
       build_tokenizer(cfg, _unused)
-    assert "data.tokenizer_path" in _one_line(err)
+    assert "data.tokenizer_path" in one_line(err)
   with pytest.raises(UserError, match="no SentencePiece model at"):
     build_tokenizer(_data_cfg("sentencepiece", str(tmp_path / "missing.model")), _unused)
   ByteTokenizer().save(tmp_path / "tokenizer.json")
@@ -342,4 +336,4 @@ def test_build_tokenizer_errors(tmp_path):
     build_tokenizer(_data_cfg("sentencepiece", str(tmp_path / "tokenizer.json")), _unused)
   with pytest.raises(UserError, match="'byte', 'char', 'sentencepiece'") as err:
     build_tokenizer(_data_cfg("bpe"), _unused)
-  assert "'bpe'" in _one_line(err)
+  assert "'bpe'" in one_line(err)
