@@ -43,7 +43,7 @@ def main(argv):
   compile_s = time.perf_counter() - t0
   for i in range(_WARMUP.value):
     state, m = compiled(state, batches[i % 4])
-  jax.block_until_ready(m)
+    jax.block_until_ready(m)  # one at a time: a queue of sharded steps can abort on CPU
 
   # Dispatch step i, then wait for step i-1 (one step queued, as in training);
   # the interval between consecutive completions is the steady-state step time.

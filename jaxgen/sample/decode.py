@@ -44,11 +44,14 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray,
     rng, key = jax.random.split(rng)
     length = context_BP.shape[1]
     padded_BW = jnp.pad(context_BP, ((0, 0), (0, window - length)))
-    new_BN = _generate_segment(graphdef, params, padded_BW, length, key, per_segment,
-                               temperature, top_k, top_p, vocab_size, tuple(exclude_ids))
+    # Fetched before the next segment is dispatched: with sharded params each
+    # segment holds collectives, and a queue of them can abort on host CPUs.
+    new_BN = np.asarray(_generate_segment(graphdef, params, padded_BW, length, key, per_segment,
+                                          temperature, top_k, top_p, vocab_size,
+                                          tuple(exclude_ids)))
     out.append(new_BN)
     context_BP = jnp.concatenate([context_BP, new_BN], axis=1)[:, -window:]
-  return np.asarray(jnp.concatenate(out, axis=1)[:, :num_tokens])
+  return np.concatenate(out, axis=1)[:, :num_tokens]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9, 10))

@@ -24,7 +24,7 @@ from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, context_limit, model_config
 from jaxgen.models.transformer import TransformerConfig
 from jaxgen.sample.decode import generate
-from jaxgen.train import sharding
+from jaxgen.train import inflight, sharding
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.preemption import StopRequest
@@ -212,11 +212,11 @@ def evaluate(eval_step, params, data, num_batches: int | None, batch_sh) -> floa
   them for None), the same batches at every evaluation."""
   it = iter(data)
   try:
-    sums = [eval_step(params, sharding.put_batch(b, batch_sh))
-            for b in itertools.islice(it, num_batches)]
+    sums = list(inflight.fetched(lambda b: eval_step(params, sharding.put_batch(b, batch_sh)),
+                                 itertools.islice(it, num_batches)))
   finally:
     _close(it)
-  total, count = np.sum(jax.device_get(sums), axis=0)
+  total, count = np.sum(sums, axis=0)
   return float(total / count)
 
 
