@@ -29,8 +29,17 @@ def _tokens(vocab_size: int, seed: int = 0) -> jax.Array:
   return jax.random.randint(jax.random.PRNGKey(seed), (B, T), 0, vocab_size)
 
 
-def _reference_forward(model: LSTMLM, tokens_BT: jax.Array) -> jax.Array:
-  """Plain per-timestep LSTM (gate order i, f, g, o) on the model's arrays."""
+def _reference_forward(model: LSTMLM, tokens_BT: jax.Array,
+                       dtype=jnp.float32) -> jax.Array:
+  """Plain per-timestep LSTM (gate order i, f, g, o) on the model's arrays.
+
+  Every matmul reads its operands rounded to `dtype` and accumulates in
+  float32; everything else (gates, cell, bias) is float32.
+  """
+  def matmul(a, b):
+    return jnp.dot(a.astype(dtype), b.astype(dtype),
+                   preferred_element_type=jnp.float32)
+
   x_BTD = model.embedding[...][tokens_BT]
   hidden = model.cfg.hidden_size
   state = [(jnp.zeros((B, hidden)), jnp.zeros((B, hidden)))
@@ -40,13 +49,14 @@ def _reference_forward(model: LSTMLM, tokens_BT: jax.Array) -> jax.Array:
     inp_BD = x_BTD[:, t]
     for index, layer in enumerate(model.layers):
       h_BH, c_BH = state[index]
-      z_BG = inp_BD @ layer.w_ih[...] + layer.bias[...] + h_BH @ layer.w_hh[...]
+      z_BG = (matmul(inp_BD, layer.w_ih[...]) + layer.bias[...]
+              + matmul(h_BH, layer.w_hh[...]))
       i, f, g, o = jnp.split(z_BG, 4, axis=-1)
       c_BH = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
       h_BH = jax.nn.sigmoid(o) * jnp.tanh(c_BH)
       state[index] = (h_BH, c_BH)
       inp_BD = h_BH
-    logits.append(inp_BD @ model.head_w[...] + model.head_b[...])
+    logits.append(matmul(inp_BD, model.head_w[...]) + model.head_b[...])
   return jnp.stack(logits, axis=1)
 
 
@@ -170,17 +180,56 @@ def test_dropout_only_with_a_key():
   assert not np.allclose(first, _apply(plain, tokens))
 
 
-def test_bfloat16_compute_keeps_float32_logits_and_finite_grads():
-  cfg = _config(dtype=jnp.bfloat16)
+# Both input-projection paths (vocabulary gather and per-token matmul).
+@pytest.mark.parametrize("vocab_size", [16, 64])
+def test_bfloat16_compute_runs_the_matmuls_in_bfloat16(vocab_size):
+  cfg = _config(vocab_size=vocab_size, dtype=jnp.bfloat16)
   model = LSTMLM(cfg, rngs=nnx.Rngs(7))
   tokens = _tokens(cfg.vocab_size)
   graphdef, params = nnx.split(model, nnx.Param)
-  loss_fn = lambda p: _loss(nnx.merge(graphdef, p)(tokens), tokens)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  forward = lambda p: nnx.merge(graphdef, p)(tokens)
+
+  # The traced program: every forward matmul (input projection, h @ W_hh,
+  # head) reads bf16 operands, and no backward matmul reads only fp32 ones.
+  dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(params))
+  assert len(dots) >= 5 and set(dots) == {("bfloat16", "bfloat16")}, dots
+  loss_fn = lambda p: _loss(forward(p), tokens)
+  grad_dots = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss_fn))(params))
+  assert all("bfloat16" in d for d in grad_dots), grad_dots
+
+  # The numbers: the reference rounding matmul operands to bf16 matches to
+  # float32 accuracy; the fp32 reference is off by bf16 rounding, far more.
+  # A model computing in fp32 (and casting at the end) fails the first.
+  logits = _apply(model, tokens)
+  assert logits.dtype == jnp.float32
+  reference = jax.jit(_reference_forward, static_argnums=2)
+  error_bf16 = float(jnp.abs(logits - reference(model, tokens, jnp.bfloat16)).max())
+  error_fp32 = float(jnp.abs(logits - reference(model, tokens, jnp.float32)).max())
+  assert error_bf16 < 1e-4 and error_fp32 > 10 * max(error_bf16, 3e-5), (
+      error_bf16, error_fp32)
+
   # Jitted: XLA's CPU runtime cannot run some bf16 x bf16 -> f32 dots eagerly.
   grads = jax.jit(jax.grad(loss_fn))(params)
-  assert _apply(model, tokens).dtype == jnp.float32
   for leaf in jax.tree.leaves(grads):
     assert leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf)))
+    assert float(jnp.abs(leaf).max()) > 0
+
+
+def _eqns(jaxpr):
+  """Every equation of a (closed) jaxpr, recursing into jit, scan, custom_vjp bodies."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+          yield from _eqns(sub)
+
+
+def _dot_operand_dtypes(jaxpr):
+  return [tuple(str(v.aval.dtype) for v in e.invars) for e in _eqns(jaxpr)
+          if e.primitive.name == "dot_general"]
 
 
 def test_adam_steps_reduce_loss_on_repeating_sequence():

@@ -1,10 +1,11 @@
-"""Decoder-only Transformer: shapes, causality, KV-cache decoding, scan == loop."""
+"""Decoder-only Transformer: shapes, causality, KV-cache decoding, scan == loop, bf16, remat."""
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -36,10 +37,118 @@ def test_shapes_and_dtype(name):
   assert np.isfinite(logits).all()
 
 
-def test_bf16_compute_keeps_fp32_params_and_logits():
-  m = model(dtype=jnp.bfloat16)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
-  assert m(tokens()).dtype == jnp.float32
+@pytest.mark.parametrize("name", ["gpt2", "llama", "scan_remat"])
+def test_bf16_compute_runs_every_matmul_in_bf16(name):
+  overrides = {**VARIANTS[name], "dropout": 0.0}
+  m16, m32 = model(dtype=jnp.bfloat16, **overrides), model(**overrides)
+  graphdef16, params16 = nnx.split(m16)
+  graphdef32, params32 = nnx.split(m32)
+  # fp32 master weights, the same ones as the fp32 model's (same seed).
+  for p16, p32 in zip(jax.tree.leaves(params16), jax.tree.leaves(params32)):
+    assert p16.dtype == jnp.float32
+    np.testing.assert_array_equal(p16, p32)
+  x = tokens()
+  forward16 = lambda p: nnx.merge(graphdef16, p)(x)
+  forward32 = lambda p: nnx.merge(graphdef32, p)(x)
+
+  # The traced program: every matmul of the bf16 model reads bf16 operands
+  # (one fp32 dot_general, e.g. a model computing in fp32 and casting at the
+  # end, fails), and it has as many matmuls as the fp32 model, whose are fp32.
+  dots16 = _dot_operand_dtypes(jax.make_jaxpr(forward16)(params16))
+  dots32 = _dot_operand_dtypes(jax.make_jaxpr(forward32)(params32))
+  assert len(dots16) == len(dots32) >= 7  # qkv, q.k, p.v, out, 2 MLP per block; head
+  assert set(dots16) == {("bfloat16", "bfloat16")}, dots16
+  assert set(dots32) == {("float32", "float32")}, dots32
+  # The backward pass too: no matmul reads only fp32 operands. (The
+  # transposes of the fp32-accumulating q.k and head dots take their fp32
+  # cotangent against a bf16 operand.)
+  grad_dots = _dot_operand_dtypes(
+      jax.make_jaxpr(jax.grad(lambda p: forward16(p).sum()))(params16))
+  assert len(grad_dots) > len(dots16)
+  assert all("bfloat16" in d for d in grad_dots), grad_dots
+
+  # The numbers: fp32 logits, off the fp32 model's by bf16 rounding (8-bit
+  # mantissa, relative 2^-9 per rounding): neither ~0 nor large.
+  logits16, logits32 = jax.jit(forward16)(params16), jax.jit(forward32)(params32)
+  assert logits16.dtype == jnp.float32 and np.isfinite(logits16).all()
+  rel = float(jnp.abs(logits16 - logits32).max() / jnp.abs(logits32).max())
+  assert 3e-4 < rel < 3e-2, rel
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["loop", "scan"])
+def test_remat_computes_the_same_loss_and_gradients(scan_layers):
+  # Dropout on: the recomputed forward must draw the same masks.
+  overrides = dict(scan_layers=scan_layers, position="rope", dropout=0.1)
+  x, rng = tokens(t=12, seed=5), jax.random.key(3)
+  results = {}
+  for remat in ("none", "full", "dots"):
+    graphdef, params = nnx.split(model(remat=remat, **overrides))
+
+    def loss_fn(p, graphdef=graphdef):
+      logits = nnx.merge(graphdef, p)(x, dropout_rng=rng)
+      return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], x[:, 1:]).mean()
+
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
+    remats = [e for e in _eqns(jax.make_jaxpr(jax.grad(loss_fn))(params))
+              if e.primitive.name in _REMAT_PRIMITIVES]
+    results[remat] = loss, grads, remats
+
+  loss, grads, remats = results["none"]
+  assert not remats
+  for remat in ("full", "dots"):
+    got_loss, got_grads, remats = results[remat]
+    np.testing.assert_allclose(got_loss, loss, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # The option is applied: one checkpointed block body per layer (one for
+    # the scanned stack), with the policy the option names.
+    assert len(remats) == (1 if scan_layers else BASE.num_layers), remat
+    for eqn in remats:
+      saved = _saved_by_policy(eqn)
+      projections = [s for e, s in saved
+                     if e.primitive.name == "dot_general" and not _has_batch_dims(e)]
+      assert projections  # qkv, out and the MLP's two
+      if remat == "full":  # nothing saved: the whole block is recomputed
+        assert not any(s for _, s in saved)
+      else:  # 'dots': keep the matmul outputs, recompute the elementwise work
+        assert all(projections)
+        assert not any(s for e, s in saved if e.primitive.name != "dot_general")
+
+
+_REMAT_PRIMITIVES = ("checkpoint", "remat", "remat2")  # jax.checkpoint's name across versions
+
+
+def _eqns(jaxpr):
+  """Every equation of a (closed) jaxpr, recursing into jit, scan, remat, custom_vjp bodies."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+          yield from _eqns(sub)
+
+
+def _dot_operand_dtypes(jaxpr):
+  return [tuple(str(v.aval.dtype) for v in e.invars) for e in _eqns(jaxpr)
+          if e.primitive.name == "dot_general"]
+
+
+def _has_batch_dims(eqn):
+  (_, _), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
+  return bool(lhs_batch or rhs_batch)
+
+
+def _saved_by_policy(remat_eqn):
+  """(eqn, saved?) for each equation inside a checkpoint, as its policy decides it."""
+  policy = remat_eqn.params["policy"]
+  out = []
+  for eqn in _eqns(remat_eqn.params["jaxpr"]):
+    decision = policy(eqn.primitive, *[v.aval for v in eqn.invars], **eqn.params)
+    # Policies answer a bool or, in newer jax, Saveable/Recompute/Offloadable markers.
+    out.append((eqn, decision is True or type(decision).__name__ in ("SaveableType",
+                                                                      "Offloadable")))
+  return out
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
