@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxgen import config_check
 from jaxgen.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> None:
       _fail(_MISSING[name], status=2)
   try:
     if command != "sample":
+      config_check.check(_CONFIG.value)  # every key, before anything runs
       _setup_jax(_CONFIG.value)
     if command == "train":
       from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks

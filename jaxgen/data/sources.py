@@ -38,7 +38,7 @@ def documents(data_cfg: Any, split: str) -> Documents:
   """The documents of `split` ("train" or "eval") of `data_cfg.source`, random access."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  scheme, rest = _parse_source(data_cfg.source)
+  scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
     return _tfds_documents(data_cfg, rest, split)
   return _local_splits(data_cfg, scheme, rest)[split]
@@ -46,7 +46,7 @@ def documents(data_cfg: Any, split: str) -> Documents:
 
 def prepare(data_cfg: Any) -> dict[str, dict[str, int]]:
   """Readies the source (prepares TFDS, reads and checks local files); sizes per split."""
-  scheme, rest = _parse_source(data_cfg.source)
+  scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
     splits = {split: _tfds_documents(data_cfg, rest, split) for split in SPLITS}
   else:
@@ -114,7 +114,7 @@ def _opt(data_cfg: Any, key: str) -> Any:
   return data_cfg.get(key, DEFAULTS[key])
 
 
-def _parse_source(source: str) -> tuple[str, str]:
+def parse_source(source: str) -> tuple[str, str]:
   scheme, sep, rest = str(source).partition(":")
   forms = dict(zip(("text", "jsonl", "tfds"), SOURCE_FORMS))
   if not sep or scheme not in forms:

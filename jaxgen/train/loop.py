@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxgen import config_check
 from jaxgen import metrics as metrics_lib
 from jaxgen.data import sources
 from jaxgen.data.pipeline import make_dataset
@@ -56,28 +57,21 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
 
   Nothing is written here, so a bad run leaves no trace in the workdir.
   """
+  config_check.check(cfg)
   wd = _check_workdir(workdir)
   t = cfg.train
-  _require(t.steps > 0, f"train.steps={t.steps} must be positive")
-  _require(t.batch_size > 0, f"train.batch_size={t.batch_size} must be positive")
-  _require(t.grad_accum_steps > 0, f"train.grad_accum_steps={t.grad_accum_steps} must be positive")
-  _require(cfg.eval.every_steps >= 0 and cfg.eval.steps >= 0,
-           "eval.every_steps and eval.steps must be 0 (off) or positive")
-  _require(cfg.data.mode != "pack" or cfg.model.type == "transformer",
-           f"data.mode='pack' needs a Transformer (segment ids mask its attention); an "
-           f"{cfg.model.type} reads data.mode='windows' or 'concat'")
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
   mesh = sharding.make_mesh(cfg.mesh)
   dp = sharding.data_parallel_size(mesh, rules)
   eval_batch = cfg.eval.batch_size or t.batch_size
-  _require(t.batch_size % (dp * t.grad_accum_steps) == 0,
+  config_check.require(t.batch_size % (dp * t.grad_accum_steps) == 0,
            f"train.batch_size={t.batch_size} is not divisible by the data-parallel size {dp} "
            f"(mesh.data * mesh.fsdp) times train.grad_accum_steps={t.grad_accum_steps}; "
            f"use a multiple of {dp * t.grad_accum_steps}")
-  _require(eval_batch % dp == 0, f"eval.batch_size={eval_batch} is not divisible by the "
+  config_check.require(eval_batch % dp == 0, f"eval.batch_size={eval_batch} is not divisible by the "
            f"data-parallel size {dp}; use a multiple of {dp}")
   hosts = jax.process_count()
-  _require(dp % hosts == 0, f"the data-parallel size {dp} must be a multiple of the "
+  config_check.require(dp % hosts == 0, f"the data-parallel size {dp} must be a multiple of the "
            f"{hosts} processes, so that each reads its own rows of every batch")
 
   d = cfg.data
@@ -309,9 +303,3 @@ def _check_workdir(workdir: str) -> pathlib.Path:
   if parent is not None and not os.access(parent, os.W_OK):
     raise UserError(f"--workdir={workdir} cannot be created: {parent} is not writable")
   return wd
-
-
-def _require(ok: bool, message: str) -> None:
-  if not ok:
-    raise UserError(message)
-

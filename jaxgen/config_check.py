@@ -1,0 +1,304 @@
+"""Every check of a run config, in one place, before anything runs.
+
+`check(cfg)` walks every key of every section against `RULES` (type, range,
+choices; floats must be finite), rejects keys no rule knows, then checks the
+relations between keys. The first problem raises a `UserError` of one line
+naming the key, its value and what is allowed. Checks that need the devices
+(the mesh against the device count, the batch against the data-parallel
+size) or the data (corpus length, tokenizer) stay with the code that knows
+them, still before the workdir is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from jaxgen.data import sources
+from jaxgen.errors import UserError
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one key accepts. `lo`/`hi` bound numbers (`open_lo`/`open_hi` exclude
+  the bound itself); `choices` lists the allowed strings; `also` lists values
+  allowed outside the range, with their meaning."""
+  kind: type  # int, float, bool or str
+  lo: float | None = None
+  hi: float | None = None
+  open_lo: bool = False
+  open_hi: bool = False
+  choices: tuple[str, ...] = ()
+  also: tuple[tuple[Any, str], ...] = ()
+  nonempty: bool = False
+  what: str = ""  # what the key means, for the message
+
+  def allowed(self) -> str:
+    if self.choices:
+      return "one of " + ", ".join(repr(c) for c in self.choices)
+    if self.kind is bool:
+      return "True or False"
+    if self.kind is str:
+      return "a non-empty string" if self.nonempty else "a string"
+    kind = "an integer" if self.kind is int else "a finite number"
+    bounds = []
+    if self.lo is not None:
+      bounds.append(f"{'>' if self.open_lo else '>='} {_num(self.lo)}")
+    if self.hi is not None:
+      bounds.append(f"{'<' if self.open_hi else '<='} {_num(self.hi)}")
+    text = f"{kind} {' and '.join(bounds)}".rstrip()
+    for value, meaning in self.also:
+      text += f", or {value!r} ({meaning})"
+    return text
+
+
+def _int(lo=None, hi=_INT32_MAX, **kw) -> Rule:
+  return Rule(int, lo=lo, hi=hi, **kw)
+
+
+def _float(lo=None, hi=None, **kw) -> Rule:
+  return Rule(float, lo=lo, hi=hi, **kw)
+
+
+def _choice(*choices: str, **kw) -> Rule:
+  return Rule(str, choices=choices, **kw)
+
+
+_BOOL = Rule(bool)
+_PATH = Rule(str)  # '' means "not set" wherever a path is optional
+_DTYPE = _choice("float32", "bfloat16", "float16")
+_DROPOUT = _float(0.0, 1.0, open_hi=True, what="probability of dropping a unit")
+_VOCAB_MULTIPLE = _int(1, 65536, what="vocabulary padding multiple")
+
+_DATA = {
+    "source": Rule(str, nonempty=True, what="tfds:NAME[:VERSION], text:PATH_OR_GLOB or "
+                   "jsonl:PATH_OR_GLOB"),
+    "train_split": Rule(str, nonempty=True),
+    "eval_split": Rule(str, nonempty=True),
+    "text_key": Rule(str, nonempty=True),
+    "text_lines": _BOOL,
+    "val_fraction": _float(0.0, 1.0, open_hi=True),
+    "tfds_data_dir": _PATH,
+    "tfds_manual_dir": _PATH,
+    "tokenizer": _choice("char", "byte", "sentencepiece"),
+    "tokenizer_path": _PATH,
+    "mode": _choice("windows", "concat", "pack"),
+    "shuffle": _BOOL,
+    "prefetch": _int(0, 1024),
+    "seq_len": _int(1, 1 << 20),
+}
+_TRAIN = {
+    "steps": _int(1),
+    "batch_size": _int(1),
+    "grad_accum_steps": _int(1),
+    "seed": _int(0),
+    "learning_rate": _float(0.0, 10.0, open_lo=True),
+    "min_learning_rate": _float(0.0, 10.0),
+    "warmup_steps": _int(0),
+    "decay_steps": _int(0, also=((0, "decay over train.steps"),)),
+    "b1": _float(0.0, 1.0, open_hi=True),
+    "b2": _float(0.0, 1.0, open_hi=True),
+    "eps": _float(0.0, 1.0),
+    "weight_decay": _float(0.0, 10.0),
+    "grad_clip": _float(0.0, also=((0, "no clipping"),)),
+    "z_loss": _float(0.0, 1.0),
+    "log_every": _int(1),
+    "compilation_cache_dir": _PATH,
+}
+_EVAL = {
+    "every_steps": _int(0),
+    "steps": _int(0),
+    "batch_size": _int(0),
+    "full_split_at_end": _BOOL,
+}
+_CHECKPOINT = {
+    "every_steps": _int(0),
+    "keep": _int(1),
+    "keep_best": _BOOL,
+}
+_MESH_SIZE = _int(1, 1 << 20, also=((-1, "all devices left over"),))
+_MESH = {"data": _MESH_SIZE, "fsdp": _MESH_SIZE, "tensor": _MESH_SIZE,
+         "logical_axis_rules": None}  # a sequence of pairs: checked by _check_rules
+_SAMPLE = {
+    "num_tokens": _int(0),
+    "prompt": Rule(str),
+    "temperature": _float(0.0, 100.0),
+    "top_k": _int(0),
+}
+_TRANSFORMER = {
+    "type": _choice("transformer", "lstm"),
+    "num_layers": _int(1, 4096),
+    "num_heads": _int(1, 4096),
+    "num_kv_heads": _int(0, 4096, also=((0, "same as num_heads"),)),
+    "embed_dim": _int(1, 1 << 20),
+    "head_dim": _int(0, 1 << 16, also=((0, "embed_dim // num_heads"),)),
+    "mlp_dim": _int(0, 1 << 22, also=((0, "4 * embed_dim"),)),
+    "max_len": _int(0, 1 << 24, also=((0, "data.seq_len"),)),
+    "position": _choice("learned", "rope"),
+    "norm": _choice("layernorm", "rmsnorm"),
+    "mlp": _choice("gelu", "swiglu"),
+    "use_bias": _BOOL,
+    "dropout": _DROPOUT,
+    "tie_embeddings": _BOOL,
+    "scan_layers": _BOOL,
+    "remat": _choice("none", "full", "dots"),
+    "attention_backend": _choice("auto", "xla", "cudnn"),
+    "dtype": _DTYPE,
+    "param_dtype": _DTYPE,
+    "vocab_size": _int(0, 1 << 24, also=((0, "the tokenizer's"),)),
+    "vocab_multiple": _VOCAB_MULTIPLE,
+}
+_LSTM = {
+    "type": _TRANSFORMER["type"],
+    "num_layers": _int(1, 1024),
+    "embed_dim": _int(1, 1 << 20),
+    "hidden_size": _int(1, 1 << 20),
+    "dropout": _DROPOUT,
+    "unroll": _int(1, 1024),
+    "dtype": _DTYPE,
+    "param_dtype": _DTYPE,
+    "vocab_multiple": _VOCAB_MULTIPLE,
+}
+
+# Section -> key -> Rule; `model` depends on model.type.
+RULES: dict[str, dict[str, Rule | None]] = {
+    "data": _DATA, "train": _TRAIN, "eval": _EVAL, "checkpoint": _CHECKPOINT,
+    "mesh": _MESH, "sample": _SAMPLE,
+}
+MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM}
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def check(cfg: Any) -> None:
+  """Raises UserError (one line) on the first bad key or bad relation in `cfg`."""
+  sections = dict(RULES, model=_model_rules(cfg))
+  for name in cfg.keys():
+    if name not in sections:
+      raise UserError(f"the config has a section {name!r} jaxgen does not know; known: "
+                      f"{', '.join(sections)}")
+  for name, rules in sections.items():
+    if name not in cfg:
+      raise UserError(f"the config has no {name!r} section; start recipes from "
+                      "jaxgen.config.base_config()")
+    section = cfg[name]
+    for key in section.keys():
+      if key not in rules:
+        raise UserError(f"{name}.{key} is not a key jaxgen knows; known {name} keys: "
+                        f"{', '.join(rules)}")
+    for key, rule in rules.items():
+      if key not in section:
+        raise UserError(f"the config has no key {name}.{key}; start recipes from "
+                        "jaxgen.config")
+      if rule is not None:
+        check_value(f"{name}.{key}", section[key], rule)
+  _check_rules(cfg.mesh.logical_axis_rules)
+  _check_relations(cfg)
+
+
+def check_value(key: str, value: Any, rule: Rule) -> None:
+  """Raises UserError unless `value` is what `rule` allows for `key`."""
+  if any(value == v and type(value) is type(v) for v, _ in rule.also):
+    return
+  ok = _type_ok(value, rule.kind)
+  if ok and rule.kind in (int, float):
+    ok = math.isfinite(value) and _in_range(value, rule)
+  elif ok and rule.kind is str:
+    ok = (not rule.choices or value in rule.choices) and (not rule.nonempty or bool(value))
+  if not ok:
+    what = f" ({rule.what})" if rule.what else ""
+    raise UserError(f"{key}={value!r} is not allowed{what}: use {rule.allowed()}")
+
+
+def _model_rules(cfg: Any) -> dict[str, Rule]:
+  model_type = cfg.model.get("type") if "model" in cfg else None
+  if model_type not in MODEL_RULES:
+    raise UserError(f"model.type={model_type!r} is unknown; use 'transformer' or 'lstm'")
+  return MODEL_RULES[model_type]
+
+
+def _type_ok(value: Any, kind: type) -> bool:
+  if kind is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if kind is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  return isinstance(value, kind)
+
+
+def _in_range(value: float, rule: Rule) -> bool:
+  if rule.lo is not None and (value <= rule.lo if rule.open_lo else value < rule.lo):
+    return False
+  if rule.hi is not None and (value >= rule.hi if rule.open_hi else value > rule.hi):
+    return False
+  return True
+
+
+def _check_rules(rules: Any) -> None:
+  """mesh.logical_axis_rules: pairs (logical name, None | mesh axis | tuple of mesh axes)."""
+  fix = ("; write pairs such as ('embed', 'fsdp') or ('batch', ('data', 'fsdp')) "
+         f"over mesh axes {', '.join(MESH_AXES)}")
+  if isinstance(rules, str) or not isinstance(rules, Sequence):
+    raise UserError(f"mesh.logical_axis_rules={rules!r} is not a sequence of pairs{fix}")
+  for rule in rules:
+    if isinstance(rule, str) or not isinstance(rule, Sequence) or len(rule) != 2 or not (
+        isinstance(rule[0], str) and rule[0]):
+      raise UserError(f"mesh.logical_axis_rules entry {rule!r} is not a (name, mesh axes) "
+                      f"pair{fix}")
+    axes = rule[1]
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+    if not isinstance(axes, Sequence) or any(a not in MESH_AXES for a in axes):
+      raise UserError(f"mesh.logical_axis_rules entry {tuple(rule)!r} names a mesh axis "
+                      f"that does not exist{fix}")
+
+
+def _check_relations(cfg: Any) -> None:
+  d, t, m = cfg.data, cfg.train, cfg.model
+  sources.parse_source(d.source)
+  require(t.batch_size % t.grad_accum_steps == 0,
+           f"train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
+           f"{t.grad_accum_steps}; use a batch size that is a multiple of it")
+  require(t.min_learning_rate <= t.learning_rate,
+           f"train.min_learning_rate={t.min_learning_rate} exceeds train.learning_rate="
+           f"{t.learning_rate}; the cosine decay ends at the minimum, so lower it")
+  sizes = [cfg.mesh[a] for a in MESH_AXES]
+  require(sizes.count(-1) <= 1,
+           "mesh.data, mesh.fsdp and mesh.tensor: at most one may be -1 (all devices left "
+           f"over), got {', '.join(f'{a}={s}' for a, s in zip(MESH_AXES, sizes))}")
+  require(d.tokenizer != "sentencepiece" or bool(d.tokenizer_path),
+           "data.tokenizer='sentencepiece' needs data.tokenizer_path: the .model file "
+           "(`jaxgen tokenizer train` writes one)")
+  if m.type == "lstm":
+    require(d.mode != "pack", "data.mode='pack' needs a Transformer (segment ids mask its "
+             "attention); an LSTM reads data.mode='windows' or 'concat'")
+    return
+  max_len = m.max_len or d.seq_len
+  require(d.seq_len <= max_len, f"data.seq_len={d.seq_len} exceeds model.max_len="
+           f"{m.max_len}; raise model.max_len or lower data.seq_len")
+  require(m.head_dim or m.embed_dim % m.num_heads == 0,
+           f"model.embed_dim={m.embed_dim} is not divisible by model.num_heads={m.num_heads}; "
+           "change one, or set model.head_dim")
+  kv = m.num_kv_heads or m.num_heads
+  require(kv <= m.num_heads and m.num_heads % kv == 0,
+           f"model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} "
+           f"(each key/value head serves a group of query heads); use one of "
+           f"{', '.join(str(k) for k in range(1, m.num_heads + 1) if m.num_heads % k == 0)}, "
+           "or 0 for one per query head")
+  head = m.head_dim or m.embed_dim // m.num_heads
+  require(m.position != "rope" or head % 2 == 0,
+           f"model.position='rope' rotates pairs of dimensions, but the head size is {head}; "
+           "use an even model.head_dim (or embed_dim / num_heads)")
+  require(m.vocab_size == 0 or m.vocab_size >= 3,
+           f"model.vocab_size={m.vocab_size} is too small to hold pad, bos and eos; use 0 "
+           "(the tokenizer's) or a size at least the tokenizer's")
+
+
+def require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+
+
+def _num(x: float) -> str:
+  return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)

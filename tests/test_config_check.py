@@ -1,0 +1,262 @@
+"""Every config key is checked before anything runs: a systematic walk of bad values.
+
+The keys come from walking the recipes in configs/ (every leaf of every
+section), not from the product's rule table, and the bad values from this
+file's own table: a key added to the config without an entry here fails
+`test_every_key_has_bad_values`. Each generic kind adds its own cases: NaN
+and infinities for every float key, a fraction for every int key, a
+non-boolean for every bool key. All cases run through the real flag parsing
+and `jaxgen.main.main` in one worker process (tests/config_cases_worker.py),
+which checks per case: non-zero exit, exactly one `jaxgen: error:` line that
+names the key, no traceback, JAX never set up, and the workdir untouched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from jaxgen import config_check
+from jaxgen.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TRANSFORMER_RECIPE = "configs/shakespeare_char_cpu.py"
+LSTM_RECIPE = "configs/lstm_shakespeare_char.py"
+
+# Out-of-range values per key, as typed after --config.KEY= (the recipes'
+# values: seq_len 64, 4 heads of width 128). Keys that accept any string
+# (paths, prompts) have none of their own.
+BAD = {
+    "data.source": ["", "nope", "text:", "ftp:x"],
+    "data.train_split": [""],
+    "data.eval_split": [""],
+    "data.text_key": [""],
+    "data.text_lines": [],
+    "data.val_fraction": ["-0.1", "1.0", "1.5"],
+    "data.tfds_data_dir": [],
+    "data.tfds_manual_dir": [],
+    "data.tokenizer": ["chars", ""],
+    "data.tokenizer_path": [],
+    "data.mode": ["random", ""],
+    "data.shuffle": [],
+    "data.prefetch": ["-1"],
+    "data.seq_len": ["0", "-5"],
+    "train.steps": ["0", "-3"],
+    "train.batch_size": ["0", "-1"],
+    "train.grad_accum_steps": ["0", "-2"],
+    "train.seed": ["-1"],
+    "train.learning_rate": ["-0.001", "0", "1e9"],
+    "train.min_learning_rate": ["-1e-4"],
+    "train.warmup_steps": ["-1"],
+    "train.decay_steps": ["-5"],
+    "train.b1": ["1.0", "-0.1"],
+    "train.b2": ["1.5", "1.0"],
+    "train.eps": ["-1e-8"],
+    "train.weight_decay": ["-0.1"],
+    "train.grad_clip": ["-1"],
+    "train.z_loss": ["-1e-4"],
+    "train.log_every": ["0", "-1"],
+    "train.compilation_cache_dir": [],
+    "eval.every_steps": ["-1"],
+    "eval.steps": ["-1"],
+    "eval.batch_size": ["-2"],
+    "eval.full_split_at_end": [],
+    "checkpoint.every_steps": ["-1"],
+    "checkpoint.keep": ["0", "-1"],
+    "checkpoint.keep_best": [],
+    "mesh.data": ["0", "-2"],
+    "mesh.fsdp": ["0", "-5"],
+    "mesh.tensor": ["0", "-3"],
+    "mesh.logical_axis_rules": [],  # a tuple of pairs: see test_bad_logical_axis_rules
+    "sample.num_tokens": ["-1"],
+    "sample.prompt": [],
+    "sample.temperature": ["-0.5"],
+    "sample.top_k": ["-1"],
+    "model.type": ["gru", ""],
+    "model.num_layers": ["0", "-1"],
+    "model.num_heads": ["0"],
+    "model.num_kv_heads": ["-1", "3", "8"],  # 3 and 8 do not divide 4 heads
+    "model.embed_dim": ["0", "-1"],
+    "model.head_dim": ["-1"],
+    "model.mlp_dim": ["-1"],
+    "model.max_len": ["-1", "32"],  # 32 < data.seq_len
+    "model.position": ["alibi"],
+    "model.norm": ["batchnorm"],
+    "model.mlp": ["relu"],
+    "model.use_bias": [],
+    "model.dropout": ["1.0", "-0.1"],
+    "model.tie_embeddings": [],
+    "model.scan_layers": [],
+    "model.remat": ["some"],
+    "model.attention_backend": ["flash9"],
+    "model.dtype": ["float64", "int8"],
+    "model.param_dtype": ["int8"],
+    "model.vocab_size": ["-1", "2"],
+    "model.vocab_multiple": ["0"],
+    "model.hidden_size": ["0", "-1"],
+    "model.unroll": ["0"],
+}
+
+# Bad combinations of values that are each fine alone.
+RELATIONS = [
+    (TRANSFORMER_RECIPE, ["--config.train.batch_size=12", "--config.train.grad_accum_steps=5"],
+     "train.grad_accum_steps"),
+    (TRANSFORMER_RECIPE, ["--config.train.min_learning_rate=0.01"], "train.min_learning_rate"),
+    (TRANSFORMER_RECIPE, ["--config.mesh.data=-1", "--config.mesh.fsdp=-1"], "mesh.fsdp"),
+    (TRANSFORMER_RECIPE, ["--config.data.tokenizer=sentencepiece"], "data.tokenizer_path"),
+    (TRANSFORMER_RECIPE, ["--config.model.embed_dim=130"], "model.embed_dim"),
+    (TRANSFORMER_RECIPE, ["--config.model.max_len=64", "--config.data.seq_len=65"],
+     "data.seq_len"),
+    (TRANSFORMER_RECIPE, ["--config.model.num_heads=3"], "model.num_heads"),
+    (TRANSFORMER_RECIPE, ["--config.model.num_heads=8", "--config.model.num_kv_heads=3"],
+     "model.num_kv_heads"),
+    (TRANSFORMER_RECIPE, ["--config.model.position=rope", "--config.model.head_dim=7"],
+     "model.position"),
+    (LSTM_RECIPE, ["--config.data.mode=pack"], "data.mode"),
+]
+
+
+def recipe_config(path: str) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location("recipe", REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def leaves(cfg: ml_collections.ConfigDict) -> dict[str, object]:
+  return {f"{section}.{key}": value for section in cfg.keys()
+          for key, value in cfg[section].items()}
+
+
+def bad_values(key: str, value: object) -> list[str]:
+  """This file's bad values for `key`, plus the generic ones for its type."""
+  values = list(BAD[key])
+  if isinstance(value, bool):
+    values.append("maybe")
+  elif isinstance(value, int):
+    values.append("1.5")
+  elif isinstance(value, float):
+    values += ["nan", "inf", "-inf"]
+  return values
+
+
+def cases() -> list[tuple[str, str, str]]:
+  """(recipe, key, bad value): every key of the Transformer recipe, and the
+  LSTM recipe's model keys."""
+  out = []
+  for recipe in (TRANSFORMER_RECIPE, LSTM_RECIPE):
+    for key, value in leaves(recipe_config(recipe)).items():
+      if recipe == LSTM_RECIPE and not key.startswith("model."):
+        continue
+      out += [(recipe, key, bad) for bad in bad_values(key, value)]
+  return out
+
+
+def test_every_key_has_bad_values():
+  recipes = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.py"))
+  keys = set()
+  for recipe in recipes:
+    keys |= set(leaves(recipe_config(recipe)))
+  assert keys - set(BAD) == set(), "add bad values for these keys to BAD"
+  assert set(BAD) - keys == set(), "BAD names keys no recipe has"
+
+
+def test_every_bad_value_is_one_line_before_anything_runs(tmp_path):
+  all_cases = cases()
+  assert len(all_cases) > 150
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "notes.txt").write_text("sentinel\n")
+  before = _snapshot(existing)
+  missing = tmp_path / "missing"
+  argvs = [["jaxgen", "train", f"--config={recipe}", f"--config.{key}={value}",
+            f"--workdir={existing if i % 2 else missing}"]
+           for i, (recipe, key, value) in enumerate(all_cases)]
+  argvs += [["jaxgen", "train", f"--config={recipe}", *overrides, f"--workdir={missing}"]
+            for recipe, overrides, _ in RELATIONS]
+  results = _run_worker(argvs)
+
+  needles = [key for _, key, _ in all_cases] + [key for _, _, key in RELATIONS]
+  failures = []
+  for result, key in zip(results, needles):
+    lines = [l for l in result["stderr"].splitlines() if l.strip()]
+    problems = []
+    if result["reached"]:
+      problems.append("not rejected: the run went on to set up JAX")
+    if result["traceback"] or "Traceback" in result["stderr"] + result["stdout"]:
+      problems.append("traceback")
+    if result["status"] in (0, None):
+      problems.append(f"exit status {result['status']}")
+    if len(lines) != 1 or not lines[0].startswith("jaxgen: error: "):
+      problems.append(f"not one error line: {lines}")
+    elif key not in lines[0]:
+      problems.append(f"the line does not name {key}: {lines[0]}")
+    if problems:
+      failures.append(f"{' '.join(result['argv'][2:-1])}: {'; '.join(problems)}")
+  assert not failures, f"{len(failures)} of {len(results)} cases:\n" + "\n".join(failures)
+  assert _snapshot(existing) == before
+  assert not missing.exists()
+
+
+def test_the_error_line_names_value_and_allowed_range():
+  cfg = recipe_config(TRANSFORMER_RECIPE)
+  cfg.train.learning_rate = -0.001
+  with pytest.raises(UserError) as err:
+    config_check.check(cfg)
+  assert str(err.value) == ("train.learning_rate=-0.001 is not allowed: use a finite number "
+                            "> 0 and <= 10")
+  cfg = recipe_config(TRANSFORMER_RECIPE)
+  cfg.model.num_kv_heads = 3
+  with pytest.raises(UserError, match=r"model.num_kv_heads=3 must divide model.num_heads=4.*"
+                                      r"use one of 1, 2, 4"):
+    config_check.check(cfg)
+
+
+@pytest.mark.parametrize("rules", [
+    (("embed", "fsdp"), ("mlp", "model")),  # no mesh axis 'model'
+    (("embed",),),
+    (("embed", "fsdp", "tensor"),),
+    (("", "fsdp"),),
+    (("embed", ("fsdp", 3)),),
+], ids=["unknown-axis", "one-item", "three-items", "empty-name", "axis-not-a-name"])
+def test_bad_logical_axis_rules(rules):
+  cfg = recipe_config(TRANSFORMER_RECIPE)
+  cfg.mesh.logical_axis_rules = rules
+  with pytest.raises(UserError, match="mesh.logical_axis_rules") as err:
+    config_check.check(cfg)
+  assert "\n" not in str(err.value)
+
+
+def test_unknown_keys_in_a_recipe_are_refused():
+  cfg = recipe_config(TRANSFORMER_RECIPE)
+  cfg.train.unlock()
+  cfg.train.learning_rat = 0.1
+  with pytest.raises(UserError, match="train.learning_rat is not a key"):
+    config_check.check(cfg)
+
+
+def test_every_shipped_recipe_passes():
+  for path in sorted((REPO / "configs").glob("*.py")):
+    config_check.check(recipe_config(str(path.relative_to(REPO))))
+
+
+def _run_worker(argvs: list[list[str]]) -> list[dict]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "tests.config_cases_worker"], cwd=REPO, env=env,
+                       input=json.dumps(argvs), capture_output=True, text=True, timeout=300,
+                       check=True)
+  results = json.loads(out.stdout)
+  assert len(results) == len(argvs)
+  return results
+
+
+def _snapshot(path: pathlib.Path) -> dict:
+  return {str(p.relative_to(path)): (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
+          for p in [path, *sorted(path.rglob("*"))]}
