@@ -29,9 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
-  # tfds:NAME[:VERSION] | text:PATH_OR_GLOB | jsonl:PATH_OR_GLOB
-  c.data.source = "tfds:tiny_shakespeare"
-  c.data.train_split = "train"  # tfds split names
+  # bundled:NAME | tfds:NAME[:VERSION] | text:PATH_OR_GLOB | jsonl:PATH_OR_GLOB.
+  # bundled:tiny_shakespeare ships with jaxgen: TFDS's tiny_shakespeare, offline.
+  c.data.source = "bundled:tiny_shakespeare"
+  c.data.train_split = "train"  # tfds and bundled split names
   c.data.eval_split = "validation"
   c.data.text_key = "text"  # the text feature of tfds records and jsonl objects
   c.data.text_lines = False  # text: one document per line instead of per file

@@ -45,3 +45,17 @@ def one_line(err) -> str:
   message = str(err.value)
   assert "\n" not in message
   return message
+
+
+def unigram_entropy(text: str) -> float:
+  """Entropy in nats of `text`'s character frequencies: the loss of a model that
+  learned which characters occur and how often, but nothing about their order.
+
+  A trained model's loss must beat it; ln(vocabulary) (a uniform guess over
+  the corpus's characters) is a weaker bound still.
+  """
+  import collections
+  import math
+  counts = collections.Counter(text)
+  n = sum(counts.values())
+  return -sum(c / n * math.log(c / n) for c in counts.values())

@@ -1,4 +1,4 @@
-"""Tests for jaxgen.data: tokenizer, text sources, the split, window batches."""
+"""Tests for jaxgen.data: the character tokenizer and window batches (sources: test_sources.py)."""
 
 import json
 import os
@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 
 from jaxgen.data.batches import WindowSampler
-from jaxgen.data.sources import load_text, split_train_val
 from jaxgen.data.tokenizer import CharTokenizer, load_tokenizer
 from jaxgen.errors import UserError
-from tests.helpers import SHARED_CORPUS, one_line
-
-
-
+from tests.helpers import one_line
 
 
 # Tokenizer.
@@ -85,73 +81,6 @@ def test_load_tokenizer_errors(tmp_path):
     load_tokenizer(path)
   with pytest.raises(UserError, match="no tokenizer file"):
     load_tokenizer(tmp_path / "missing.json")
-
-
-# Text sources.
-
-
-def test_load_text_reads_relative_and_home_paths(tmp_path, monkeypatch):
-  (tmp_path / "corpus.txt").write_text("héllo\n", encoding="utf-8")
-  monkeypatch.chdir(tmp_path)
-  assert load_text("text:corpus.txt") == "héllo\n"
-  monkeypatch.setenv("HOME", str(tmp_path))
-  assert load_text("text:~/corpus.txt") == "héllo\n"
-
-
-@pytest.mark.parametrize("source", ["corpus.txt", "tfds:tiny_shakespeare", "txt:a"])
-def test_load_text_unknown_scheme(source):
-  with pytest.raises(UserError, match="no known scheme") as err:
-    load_text(source)
-  assert "text:PATH" in one_line(err)
-
-
-@pytest.mark.parametrize("content, expected", [
-    (None, "does not exist"),
-    ("dir", "is a directory"),
-    (b"", "empty"),
-    (b" \n\t\n", "empty"),
-    (b"ab\xff", "not valid UTF-8"),
-])
-def test_load_text_errors(tmp_path, content, expected):
-  path = tmp_path / "corpus.txt"
-  if content == "dir":
-    path.mkdir()
-  elif content is not None:
-    path.write_bytes(content)
-  with pytest.raises(UserError, match=expected) as err:
-    load_text(f"text:{path}")
-  assert str(path) in one_line(err)
-
-
-def test_load_text_utf8_error_gives_byte_offset(tmp_path):
-  path = tmp_path / "latin1.txt"
-  path.write_bytes("héllo".encode("utf-8") + b"ab\xff")
-  with pytest.raises(UserError, match="byte offset 8"):
-    load_text(f"text:{path}")
-
-
-def test_split_sizes_follow_nanogpt():
-  train, val = split_train_val(np.arange(1000))
-  assert len(train) == 900 and len(val) == 100
-  np.testing.assert_array_equal(np.concatenate([train, val]), np.arange(1000))
-  train, val = split_train_val(np.arange(15), val_fraction=0.2)
-  assert len(train) == 12 and len(val) == 3
-  with pytest.raises(UserError, match="val_fraction"):
-    split_train_val(np.arange(10), val_fraction=1.0)
-
-
-def test_tiny_shakespeare_vocab_and_split():
-  if not SHARED_CORPUS.exists():
-    pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared "
-                "corpus); absent on this machine")
-  text = load_text(f"text:{SHARED_CORPUS}")
-  assert len(text) == 1_115_394
-  tok = CharTokenizer.from_text(text)
-  assert len(tok.chars) == 65
-  ids = tok.encode(text)
-  assert tok.decode(ids) == text
-  train, val = split_train_val(ids)
-  assert (len(train), len(val)) == (1_003_854, 111_540)
 
 
 # Window batches.

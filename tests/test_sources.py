@@ -1,7 +1,9 @@
 """Tests for jaxgen.data.sources: text/jsonl/tfds documents, splits, prepare, errors."""
 
 import json
+import pathlib
 import pickle
+import time
 import socket
 import subprocess
 import sys
@@ -10,11 +12,28 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxgen.data import sources
-from jaxgen.data.sources import documents, load_text, prepare, split_train_val
+import tensorflow_datasets as tfds  # a required dependency: failing to import fails the suite
+
+from jaxgen.data import bundled, sources
+from jaxgen.data.sources import documents, prepare
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
 from tests.helpers import SHARED_CORPUS, one_line, write_corpus
+
+try:
+  import tensorflow  # noqa: F401  # pylint: disable=unused-import
+  HAS_TF = True
+except ImportError:
+  HAS_TF = False
+# Preparing TFDS data sets (not reading them) needs TensorFlow: the [tfds] extra.
+needs_tf = pytest.mark.skipif(not HAS_TF, reason="preparing TFDS data sets needs TensorFlow: "
+                              "pip install -e '.[tfds]' (the [test] extra includes it)")
+
+
+def nanogpt_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
+  """nanoGPT's split, written out: the first (1 - val_fraction) of the characters train."""
+  n = int(len(text) * (1.0 - val_fraction))
+  return text[:n], text[n:]
 
 
 def _cfg(source, **keys):
@@ -48,29 +67,74 @@ def test_one_file_splits_at_characters(tmp_path):
   assert _split(_cfg(f"text:{tmp_path}/c.txt", val_fraction=0.0)) == ([text], [])
 
 
-def test_one_file_char_split_equals_load_text_split(tmp_path):
+def test_one_file_char_split_equals_nanogpt_split(tmp_path):
   source = write_corpus(tmp_path / "verse.txt", repeats=7)
-  text = load_text(source)
-  tok = CharTokenizer.from_text(text)
+  text = (tmp_path / "verse.txt").read_text(encoding="utf-8")
   for val_fraction in (0.1, 0.25):
-    cfg = _cfg(source, val_fraction=val_fraction)
-    (train,), (val,) = _split(cfg)
-    want_train, want_val = split_train_val(tok.encode(text), val_fraction)
-    np.testing.assert_array_equal(tok.encode(train), want_train)
-    np.testing.assert_array_equal(tok.encode(val), want_val)
+    (train,), (val,) = _split(_cfg(source, val_fraction=val_fraction))
+    assert (train, val) == nanogpt_split(text, val_fraction)
 
 
-def test_shakespeare_char_split_equals_load_text_split():
+def test_bundled_tiny_shakespeare_is_tfds_file_split_as_tfds_splits_it():
+  text = bundled.read("tiny_shakespeare")
+  assert len(text) == 1_115_394 and text.startswith("First Citizen:\n")
+  assert len(CharTokenizer.from_text(text).chars) == 65
+  # The checksum TFDS registers for the file its builder downloads.
+  checksums = (pathlib.Path(tfds.__file__).parent / "datasets/tiny_shakespeare/checksums.tsv")
+  assert bundled.CORPORA["tiny_shakespeare"].sha256 in checksums.read_text()
+  cfg = _cfg("bundled:tiny_shakespeare")
+  train, val = documents(cfg, "train"), documents(cfg, "eval")
+  assert (len(train), len(val)) == (1, 1)
+  assert (len(train[0]), len(val[0])) == (1_003_854, 55_770)
+  cfg.eval_split = "test"
+  test = documents(cfg, "eval")[0]
+  assert train[0] + val[0] + test == text
+  if SHARED_CORPUS.exists():  # the same bytes as the corpus the project keeps
+    assert SHARED_CORPUS.read_text(encoding="utf-8") == text
+  assert prepare(_cfg("bundled:tiny_shakespeare")) == {
+      "train": {"documents": 1, "characters": 1_003_854},
+      "eval": {"documents": 1, "characters": 55_770}}
+
+
+def test_bundled_corpus_errors(tmp_path, monkeypatch):
+  with pytest.raises(UserError, match="no split 'valid'.*train, validation, test") as err:
+    documents(_cfg("bundled:tiny_shakespeare", eval_split="valid"), "eval")
+  assert "data.eval_split" in one_line(err)
+  with pytest.raises(UserError, match="no such bundled corpus; jaxgen ships tiny_shakespeare"):
+    documents(_cfg("bundled:wikitext"), "train")
+  # One changed byte in the shipped file is caught by its checksum.
+  altered = tmp_path / "tiny_shakespeare" / "input.txt"
+  altered.parent.mkdir()
+  raw = bytearray((bundled.ROOT / "tiny_shakespeare/input.txt").read_bytes())
+  raw[1000] ^= 1
+  altered.write_bytes(bytes(raw))
+  monkeypatch.setattr(bundled, "ROOT", tmp_path)
+  bundled.read.cache_clear()
+  try:
+    with pytest.raises(UserError, match="altered .SHA-256 mismatch.; reinstall jaxgen") as err:
+      documents(_cfg("bundled:tiny_shakespeare"), "train")
+    one_line(err)
+  finally:
+    bundled.read.cache_clear()
+
+
+def test_shakespeare_char_split_equals_nanogpt_split():
   if not SHARED_CORPUS.exists():
     pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared corpus); "
                 "absent on this machine")
   text = SHARED_CORPUS.read_text(encoding="utf-8")
-  tok = CharTokenizer.from_text(text)
-  want_train, want_val = split_train_val(tok.encode(text))
   (train,), (val,) = _split(_cfg(f"text:{SHARED_CORPUS}"))
   assert (len(train), len(val)) == (1_003_854, 111_540)
-  np.testing.assert_array_equal(tok.encode(train), want_train)
-  np.testing.assert_array_equal(tok.encode(val), want_val)
+  assert (train, val) == nanogpt_split(text)
+
+
+def test_relative_and_home_paths(tmp_path, monkeypatch):
+  (tmp_path / "corpus.txt").write_text("héllo wörld\n" * 3, encoding="utf-8")
+  monkeypatch.chdir(tmp_path)
+  want = _split(_cfg(f"text:{tmp_path}/corpus.txt"))
+  assert _split(_cfg("text:corpus.txt")) == want
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert _split(_cfg("text:~/corpus.txt")) == want
 
 
 def test_glob_sorts_files_and_splits_by_documents(tmp_path):
@@ -209,8 +273,8 @@ def test_bad_jsonl_line(tmp_path, line, expected):
 
 
 @pytest.mark.parametrize("source, expected", [
-    ("corpus.txt", "no known scheme; use one of text:PATH_OR_GLOB, jsonl:PATH_OR_GLOB, "
-                   "tfds:NAME"),
+    ("corpus.txt", "no known scheme; use one of bundled:NAME, text:PATH_OR_GLOB, "
+                   "jsonl:PATH_OR_GLOB, tfds:NAME"),
     ("txt:a", "no known scheme"),
     ("text:", "names nothing; use text:PATH_OR_GLOB"),
     ("tfds:", r"names nothing; use tfds:NAME\[:VERSION\]"),
@@ -237,7 +301,6 @@ def test_splits_that_leave_nothing(tmp_path):
 
 
 def test_tfds_mocked_text_key_and_split_names(tmp_path, no_network):
-  tfds = pytest.importorskip("tensorflow_datasets")
   asked = []
 
   def as_data_source(self, split, **kwargs):
@@ -285,8 +348,8 @@ def _toy_builder_name(tfds) -> str:
   return _TOY_BUILDER[0]
 
 
+@needs_tf
 def test_tfds_real_builder_reads_array_record_lazily(tmp_path, no_network):
-  tfds = pytest.importorskip("tensorflow_datasets")
   cfg = _cfg(f"tfds:{_toy_builder_name(tfds)}", tfds_data_dir=str(tmp_path),
              text_key="body")
   sizes = prepare(cfg)
@@ -303,6 +366,7 @@ def test_tfds_real_builder_reads_array_record_lazily(tmp_path, no_network):
   assert len(documents(cfg, "train")) == 2
 
 
+@needs_tf
 @pytest.mark.parametrize("keys, expected", [
     (dict(eval_split="valid"), r"Unknown split 'valid'.*data\.eval_split.*train, validation"),
     (dict(train_split="train[:10%]"), r"split 'train\[:10%\]' \(data\.train_split\) has no "
@@ -311,7 +375,6 @@ def test_tfds_real_builder_reads_array_record_lazily(tmp_path, no_network):
     (dict(text_key="text"), r"no feature 'text' \(features: body, title, label\)"),
 ])
 def test_tfds_bad_split_or_key(tmp_path, no_network, keys, expected):
-  tfds = pytest.importorskip("tensorflow_datasets")
   cfg = _cfg(f"tfds:{_toy_builder_name(tfds)}", tfds_data_dir=str(tmp_path),
              **{"text_key": "body", **keys})
   split = "eval" if "eval_split" in keys else "train"
@@ -320,8 +383,8 @@ def test_tfds_bad_split_or_key(tmp_path, no_network, keys, expected):
   assert "jaxgen_test_docs" in one_line(err)
 
 
+@needs_tf
 def test_tfds_prepared_as_tfrecord_is_refused(tmp_path, no_network):
-  tfds = pytest.importorskip("tensorflow_datasets")
   name = _toy_builder_name(tfds)
   tfds.builder(name, data_dir=str(tmp_path)).download_and_prepare()  # tfds.load's format
   with pytest.raises(UserError, match="as tfrecord, which has no random access") as err:
@@ -334,14 +397,13 @@ def test_tfds_prepared_as_tfrecord_is_refused(tmp_path, no_network):
     ("tfds:tiny_shakespeare:9.9.9", "cannot be loaded at version 9.9.9, only: 1.0.0"),
 ])
 def test_tfds_bad_name(tmp_path, no_network, source, expected):
-  pytest.importorskip("tensorflow_datasets")
   with pytest.raises(UserError, match=expected) as err:
     documents(_cfg(source, tfds_data_dir=str(tmp_path)), "train")
   assert source in one_line(err)
 
 
+@needs_tf
 def test_tfds_wrong_manual_file_fails_its_checksum(tmp_path, no_network):
-  pytest.importorskip("tensorflow_datasets")
   manual = tmp_path / "manual"
   manual.mkdir()
   (manual / "input.txt").write_text("not Shakespeare\n")
@@ -355,14 +417,10 @@ def test_tfds_wrong_manual_file_fails_its_checksum(tmp_path, no_network):
     documents(cfg, "train")
 
 
-def test_tfds_tiny_shakespeare_prepares_offline(tmp_path, no_network):
-  if not SHARED_CORPUS.exists():
-    pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared corpus, "
-                "TFDS's manual file); absent on this machine")
-  pytest.importorskip("tensorflow_datasets")
-  cfg = _cfg("tfds:tiny_shakespeare", tfds_data_dir=str(tmp_path),
-             tfds_manual_dir=str(SHARED_CORPUS.parent))
-  text = SHARED_CORPUS.read_text(encoding="utf-8")
+@needs_tf
+def test_tfds_tiny_shakespeare_prepares_offline_from_the_bundled_file(tmp_path, no_network):
+  cfg = _cfg("tfds:tiny_shakespeare", tfds_data_dir=str(tmp_path))  # no tfds_manual_dir
+  text = bundled.read("tiny_shakespeare")
   # The builder's split: the first 90% train; of the rest, the first half validation.
   n_train = int(len(text) * 0.9)
   n_val = int((len(text) - n_train) * 0.5)
@@ -373,5 +431,31 @@ def test_tfds_tiny_shakespeare_prepares_offline(tmp_path, no_network):
   assert train[0] == text[:n_train]
   assert pickle.loads(pickle.dumps(train))[0] == text[:n_train]  # for Grain workers
   assert documents(cfg, "eval")[0] == text[n_train:n_train + n_val]
-  cfg.eval_split = "test"
-  assert documents(cfg, "eval")[0] == text[n_train + n_val:]
+  # The bundled source reads the same three texts without TFDS.
+  for split in ("validation", "test"):
+    cfg.eval_split = split
+    assert documents(cfg, "eval")[0] == documents(
+        _cfg("bundled:tiny_shakespeare", eval_split=split), "eval")[0]
+  assert text[n_train + n_val:] == documents(cfg, "eval")[0]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+  """Name resolution fails at once, as on a machine without a network."""
+  def unreachable(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+  monkeypatch.setattr(socket, "getaddrinfo", unreachable)
+  monkeypatch.setattr(socket.socket, "connect", unreachable)
+
+
+def test_offline_download_fails_fast_in_one_line(tmp_path, offline, monkeypatch):
+  # Without the bundled copy, tiny_shakespeare would have to be downloaded.
+  monkeypatch.setattr(bundled, "manual_dir", lambda name: None)
+  cfg = _cfg("tfds:tiny_shakespeare", tfds_data_dir=str(tmp_path / "data"))
+  start = time.monotonic()
+  with pytest.raises(UserError) as err:
+    documents(cfg, "train")
+  assert time.monotonic() - start < 15
+  line = one_line(err)
+  assert "raw.githubusercontent.com, which cannot be reached" in line
+  assert "put input.txt in data.tfds_manual_dir" in line and "jaxgen data prepare" in line

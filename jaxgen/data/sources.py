@@ -1,5 +1,6 @@
 """Where training text comes from: `data.source` strings, read as documents.
 
+  bundled:NAME         a corpus shipped with jaxgen (tiny_shakespeare), split as TFDS splits it
   text:PATH_OR_GLOB    each file is a document (each non-empty line, with data.text_lines)
   jsonl:PATH_OR_GLOB   one JSON object per line; its data.text_key field is the document
   tfds:NAME[:VERSION]  a TFDS data set, read lazily as array_record (prepared first if needed)
@@ -7,7 +8,7 @@
 `documents(data_cfg, "train" | "eval")` is a random-access sequence of str for the Grain
 pipeline. Local corpora split by documents (the last ceil(val_fraction * n) evaluate) or,
 when there is a single document, at (1 - val_fraction) of its characters, as nanoGPT does.
-TFDS data sets keep their own splits (data.train_split, data.eval_split).
+TFDS data sets and bundled corpora keep their own splits (data.train_split, data.eval_split).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import json
 import math
 import operator
 import os
+import socket
+import urllib.parse
 from typing import Any
 
-import numpy as np
-
+from jaxgen.data import bundled
 from jaxgen.errors import UserError
 
-SUPPORTED_SCHEMES = ("text:PATH",)  # what `load_text` reads
-SOURCE_FORMS = ("text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]")
+SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]")
 SPLITS = ("train", "eval")
+_PROBE_TIMEOUT_S = 5.0  # offline, a download fails this fast instead of after minutes
 # Defaults of the optional data.* keys, for configs written before they existed.
 DEFAULTS = {"train_split": "train", "eval_split": "validation", "text_key": "text",
             "text_lines": False, "tfds_data_dir": "", "tfds_manual_dir": "",
@@ -41,6 +43,8 @@ def documents(data_cfg: Any, split: str) -> Documents:
   scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
     return _tfds_documents(data_cfg, rest, split)
+  if scheme == "bundled":
+    return _bundled_documents(data_cfg, rest, split)
   return _local_splits(data_cfg, scheme, rest)[split]
 
 
@@ -49,6 +53,8 @@ def prepare(data_cfg: Any) -> dict[str, dict[str, int]]:
   scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
     splits = {split: _tfds_documents(data_cfg, rest, split) for split in SPLITS}
+  elif scheme == "bundled":
+    splits = {split: _bundled_documents(data_cfg, rest, split) for split in SPLITS}
   else:
     splits = _local_splits(data_cfg, scheme, rest)
   # Iterating reads every TFDS record: fine for the small data sets this is used with.
@@ -87,42 +93,32 @@ class Documents(collections.abc.Sequence):
     return f"Documents({self._description}, documents={len(self)})"
 
 
-def load_text(source: str) -> str:
-  """Reads the corpus named by `source` ("text:PATH"), checked for common mistakes.
-
-  PATH is relative to the current directory; `~` is expanded.
-  """
-  scheme, sep, rest = source.partition(":")
-  if not sep or scheme != "text":
-    raise UserError(
-        f"data.source {source!r} has no known scheme; supported: "
-        f"{', '.join(SUPPORTED_SCHEMES)} (e.g. text:data/input.txt)")
-  if not rest:
-    raise UserError(f"data.source {source!r} names no file; use text:PATH")
-  return _read_text_file(rest)
-
-
-def split_train_val(tokens: np.ndarray, val_fraction: float = 0.1
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """nanoGPT's split: the first (1 - val_fraction) of the tokens train, the rest validate."""
-  _check_val_fraction(val_fraction)
-  n_train = int(len(tokens) * (1.0 - val_fraction))
-  return tokens[:n_train], tokens[n_train:]
-
-
 def _opt(data_cfg: Any, key: str) -> Any:
   return data_cfg.get(key, DEFAULTS[key])
 
 
 def parse_source(source: str) -> tuple[str, str]:
   scheme, sep, rest = str(source).partition(":")
-  forms = dict(zip(("text", "jsonl", "tfds"), SOURCE_FORMS))
+  forms = dict(zip(("bundled", "text", "jsonl", "tfds"), SOURCE_FORMS))
   if not sep or scheme not in forms:
     raise UserError(f"data.source {source!r} has no known scheme; use one of "
                     f"{', '.join(SOURCE_FORMS)} (e.g. text:data/input.txt)")
   if not rest:
     raise UserError(f"data.source {source!r} names nothing; use {forms[scheme]}")
   return scheme, rest
+
+
+# Bundled corpora.
+
+
+def _bundled_documents(data_cfg: Any, name: str, split: str) -> Documents:
+  cfg_key = "train_split" if split == "train" else "eval_split"
+  split_name = _opt(data_cfg, cfg_key)
+  texts = bundled.split_texts(name)
+  if split_name not in texts:
+    raise UserError(f"data.source {data_cfg.source!r} has no split {split_name!r} "
+                    f"(data.{cfg_key}); use one of: {', '.join(texts)}")
+  return Documents([texts[split_name]], f"{data_cfg.source!r}, split={split_name!r}")
 
 
 # Local files: text and jsonl.
@@ -160,7 +156,7 @@ def _split_documents(docs: list[str], val_fraction: float, source: str
                      ) -> tuple[list[str], list[str]]:
   _check_val_fraction(val_fraction)
   if len(docs) == 1:
-    # Same cut as split_train_val on character ids, so char-level runs keep their split.
+    # nanoGPT's cut: the first (1 - val_fraction) of the characters train.
     text = docs[0]
     n_train = int(len(text) * (1.0 - val_fraction))
     train, eval_ = [text[:n_train]], ([text[n_train:]] if val_fraction > 0 else [])
@@ -310,12 +306,15 @@ def _prepare_tfds(tfds: Any, builder: Any, data_cfg: Any) -> None:
   if manual_dir and not os.path.isdir(manual_dir):
     raise UserError(f"data.tfds_manual_dir {manual_dir} is not a directory; point it at "
                     f"the folder holding the files for {source!r}")
+  # A data set whose download jaxgen ships prepares from that copy: no network.
+  manual_dir = manual_dir or bundled.manual_dir(builder.name)
+  _check_downloads_reachable(builder, source, manual_dir)
   config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
   try:
     builder.download_and_prepare(file_format="array_record", download_config=config)
   except ImportError as e:  # most builders read their files through TensorFlow
-    raise UserError(f"preparing data.source {source!r} needs {e.name or e}; pip install "
-                    "tensorflow-cpu (reading it once prepared does not)") from None
+    raise UserError(f"preparing data.source {source!r} needs {e.name or e}: pip install "
+                    "'jaxgen[tfds]' (reading it once prepared does not)") from None
   except tfds.core.download.download_manager.NonMatchingChecksumError:
     where = f"data.tfds_manual_dir {manual_dir}" if manual_dir else "the download"
     raise UserError(f"a file in {where} is not the one {source!r} expects (wrong "
@@ -325,12 +324,40 @@ def _prepare_tfds(tfds: Any, builder: Any, data_cfg: Any) -> None:
                     "offline, put its downloads in data.tfds_manual_dir") from None
 
 
+def _check_downloads_reachable(builder: Any, source: str, manual_dir: str | None) -> None:
+  """Fails in seconds when a download is needed and its host cannot be reached.
+
+  Offline, TFDS would otherwise spend minutes in urllib3 retries before
+  failing. Only builders that register their download URLs (most do) are
+  checked; files already in `manual_dir` need no download.
+  """
+  try:
+    urls = list(builder.url_infos or {})
+  except Exception:  # pylint: disable=broad-except  # no checksums registered
+    return
+  have = set(os.listdir(manual_dir)) if manual_dir and os.path.isdir(manual_dir) else set()
+  needed = [u for u in urls if os.path.basename(urllib.parse.urlparse(u).path) not in have]
+  for url in needed[:1]:
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+      socket.create_connection((parsed.hostname, port), timeout=_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+      files = ", ".join(sorted({os.path.basename(urllib.parse.urlparse(u).path)
+                                for u in needed})) or "its downloads"
+      raise UserError(
+          f"preparing data.source {source!r} downloads from {parsed.hostname}, which cannot "
+          f"be reached ({e.strerror or e}); offline, put {files} in data.tfds_manual_dir, "
+          "or run `jaxgen data prepare` with data.tfds_data_dir=DIR on a machine with "
+          "internet and copy DIR here") from None
+
+
 def _import_tfds(source: str) -> Any:
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise UserError(f"data.source {source!r} needs tensorflow_datasets ({e}); pip "
-                    "install tensorflow-datasets array-record") from None
+                    "install 'jaxgen[tfds]'") from None
   return tfds
 
 
