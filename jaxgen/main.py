@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgen import config_check
+from jaxgen import config_check, logs
 from jaxgen.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -48,9 +48,22 @@ _EXAMPLE = "e.g. jaxgen train --config=configs/shakespeare_char_cpu.py --workdir
 
 
 def main(argv: list[str]) -> None:
+  held = None
   if not flags.FLAGS["verbosity"].present:
-    # Libraries' INFO logs (Orbax's especially) would bury the progress line.
+    # Libraries log routine warnings (Orbax on every read-only open, urllib3 on
+    # every retry): a successful command prints only its own output. They are
+    # shown if the command crashes, and all of them with --verbosity.
     logging.set_verbosity(logging.WARNING)
+    held = logs.hold_library_logs()
+  try:
+    _run_command(argv)
+  except Exception:
+    if held is not None:
+      held.show()  # a crash shows what the libraries said before it
+    raise
+
+
+def _run_command(argv: list[str]) -> None:
   command = " ".join(argv[1:])
   if command not in COMMANDS:
     _fail(f"expected a command, one of: {', '.join(COMMANDS)} (got {command or 'none'}); "

@@ -1,0 +1,43 @@
+"""Library log lines held back from a successful command's output.
+
+absl routes Python logging (Orbax, TFDS, urllib3, JAX) to stderr through one
+handler on the root logger. `hold_library_logs` swaps it for a handler that
+keeps the most recent records in memory; `show` writes them out through
+the original handler, which the command line does when a command crashes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from absl import logging as absl_logging
+
+_KEPT = 200  # the most recent records: enough context for a crash
+
+
+class HeldLogs(logging.Handler):
+  """Keeps the last `_KEPT` records; `show` emits them through `target`."""
+
+  def __init__(self, target: logging.Handler):
+    super().__init__()
+    self._target = target
+    self._records: collections.deque = collections.deque(maxlen=_KEPT)
+
+  def emit(self, record: logging.LogRecord) -> None:
+    self._records.append(record)
+
+  def show(self) -> None:
+    while self._records:
+      self._target.handle(self._records.popleft())
+
+
+def hold_library_logs() -> HeldLogs:
+  """Replaces absl's stderr handler on the root logger with a HeldLogs."""
+  root = logging.getLogger()
+  target = absl_logging.get_absl_handler()
+  held = HeldLogs(target)
+  if target in root.handlers:
+    root.removeHandler(target)
+  root.addHandler(held)
+  return held
