@@ -276,11 +276,19 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
 
   fig, ax = plt.subplots(figsize=(8, 5))
   try:
-    for key, points in series.items():
-      if points:
-        steps = sorted(points)
-        ax.plot(steps, [points[s] for s in steps], label=key,
-                marker="o" if key == "val_loss" else None)
+    train = series["train_loss"]
+    if train:
+      steps = sorted(train)
+      values = [train[s] for s in steps]
+      # On small batches the raw curve is a wide band: draw it faint, with
+      # its smoothed trend on top.
+      raw = ax.plot(steps, values, alpha=0.3, linewidth=0.8, label="train_loss")[0]
+      ax.plot(steps, smoothed(values), color=raw.get_color(), linewidth=1.8,
+              label="train_loss (smoothed)")
+    val = series["val_loss"]
+    if val:
+      steps = sorted(val)
+      ax.plot(steps, [val[s] for s in steps], marker="o", label="val_loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -290,6 +298,24 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
     fig.savefig(png_path)
   finally:
     plt.close(fig)
+
+
+def smoothed(values: list[float], span: int | None = None) -> list[float]:
+  """Exponential moving average with TensorBoard's start-up debiasing.
+
+  `span` (default: a tenth of the points, at least 5) is the number of
+  points the average mostly covers: the weight on each new point is
+  2 / (span + 1). Debiasing divides by the weights' sum so far, so the curve
+  starts at the first value instead of climbing from zero.
+  """
+  span = span or max(5, len(values) // 10)
+  alpha = 2.0 / (span + 1)
+  out, acc, norm = [], 0.0, 0.0
+  for v in values:
+    acc = (1 - alpha) * acc + alpha * v
+    norm = (1 - alpha) * norm + alpha
+    out.append(acc / norm)
+  return out
 
 
 def flops_per_token(

@@ -8,6 +8,7 @@ import os
 import struct
 import types
 
+import numpy as np
 import pytest
 
 from jaxgen import metrics
@@ -190,7 +191,7 @@ def test_non_finite_values_are_strict_json(tmp_path, clock):
 
 
 def test_numpy_scalars_are_accepted(tmp_path, clock):
-  np = pytest.importorskip("numpy")
+
   w = metrics.MetricsWriter(tmp_path, total_steps=1, tokens_per_step=1, progress=False)
   w.train(1, {"train_loss": np.float32(1.5), "learning_rate": np.float64(0.1)})
   w.close()
@@ -229,3 +230,35 @@ def test_flops_per_token():
 ])
 def test_peak_flops(kind, expected):
   assert metrics.peak_flops(types.SimpleNamespace(device_kind=kind)) == expected
+
+
+def test_smoothed_is_a_debiased_moving_average():
+  rng = np.random.default_rng(0)
+  values = list(3.0 - np.linspace(0, 1, 200) + rng.normal(0, 0.3, 200))
+  out = metrics.smoothed(values, span=19)  # weight 0.1 on each new point
+  ref, acc, norm = [], 0.0, 0.0
+  for v in values:
+    acc, norm = 0.9 * acc + 0.1 * v, 0.9 * norm + 0.1
+    ref.append(acc / norm)
+  np.testing.assert_allclose(out, ref, rtol=1e-12)
+  assert out[0] == values[0]  # debiased: starts at the data, not at 0
+  # The band narrows: residuals around the trend shrink several-fold.
+  trend = 3.0 - np.linspace(0, 1, 200)
+  assert np.std(np.array(out[50:]) - trend[50:]) < np.std(np.array(values[50:]) - trend[50:]) / 3
+
+
+def test_loss_png_draws_the_smoothed_train_loss_over_the_raw_one(tmp_path, monkeypatch):
+  import matplotlib.figure  # pylint: disable=import-outside-toplevel
+  drawn = {}
+
+  def record(fig, *args, **kwargs):
+    drawn.update({line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines})
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+  losses = [3.0, 2.0, 3.5, 1.5, 2.5, 2.0, 2.2]
+  jsonl = tmp_path / "m.jsonl"
+  jsonl.write_text("".join(json.dumps({"step": i + 1, "train_loss": v}) + "\n"
+                           for i, v in enumerate(losses)) + '{"step": 7, "val_loss": 2.1}\n')
+  metrics.plot_loss_curve(jsonl, tmp_path / "l.png")
+  assert drawn["train_loss"] == losses
+  assert drawn["train_loss (smoothed)"] == pytest.approx(metrics.smoothed(losses))
+  assert drawn["val_loss"] == [2.1]
