@@ -300,21 +300,22 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
     plt.close(fig)
 
 
-def smoothed(values: list[float], span: int | None = None) -> list[float]:
-  """Exponential moving average with TensorBoard's start-up debiasing.
+def smoothed(values: list[float], half_width: int | None = None) -> list[float]:
+  """Centred moving average: point i is the mean of values[i - h : i + h + 1],
+  the window cut short at the ends.
 
-  `span` (default: a tenth of the points, at least 5) is the number of
-  points the average mostly covers: the weight on each new point is
-  2 / (span + 1). Debiasing divides by the weights' sum so far, so the curve
-  starts at the first value instead of climbing from zero.
+  Centred rather than trailing, so the trend does not lag behind a falling
+  loss. `h` defaults to 1% of the points (at least 2).
   """
-  span = span or max(5, len(values) // 10)
-  alpha = 2.0 / (span + 1)
-  out, acc, norm = [], 0.0, 0.0
+  n = len(values)
+  h = half_width if half_width is not None else max(2, n // 100)
+  sums = [0.0]
   for v in values:
-    acc = (1 - alpha) * acc + alpha * v
-    norm = (1 - alpha) * norm + alpha
-    out.append(acc / norm)
+    sums.append(sums[-1] + v)
+  out = []
+  for i in range(n):
+    lo, hi = max(0, i - h), min(n, i + h + 1)
+    out.append((sums[hi] - sums[lo]) / (hi - lo))
   return out
 
 

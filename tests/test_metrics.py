@@ -232,19 +232,18 @@ def test_peak_flops(kind, expected):
   assert metrics.peak_flops(types.SimpleNamespace(device_kind=kind)) == expected
 
 
-def test_smoothed_is_a_debiased_moving_average():
+def test_smoothed_is_a_centred_moving_average():
   rng = np.random.default_rng(0)
-  values = list(3.0 - np.linspace(0, 1, 200) + rng.normal(0, 0.3, 200))
-  out = metrics.smoothed(values, span=19)  # weight 0.1 on each new point
-  ref, acc, norm = [], 0.0, 0.0
-  for v in values:
-    acc, norm = 0.9 * acc + 0.1 * v, 0.9 * norm + 0.1
-    ref.append(acc / norm)
-  np.testing.assert_allclose(out, ref, rtol=1e-12)
-  assert out[0] == values[0]  # debiased: starts at the data, not at 0
-  # The band narrows: residuals around the trend shrink several-fold.
   trend = 3.0 - np.linspace(0, 1, 200)
-  assert np.std(np.array(out[50:]) - trend[50:]) < np.std(np.array(values[50:]) - trend[50:]) / 3
+  values = list(trend + rng.normal(0, 0.3, 200))
+  out = metrics.smoothed(values, half_width=10)
+  ref = [np.mean(values[max(0, i - 10):i + 11]) for i in range(200)]
+  np.testing.assert_allclose(out, ref, rtol=1e-12)
+  # Centred: no lag behind the falling trend, and the band narrows several-fold.
+  residual = np.array(out[10:-10]) - trend[10:-10]
+  assert abs(residual.mean()) < 0.03
+  assert np.std(residual) < np.std(np.array(values) - trend) / 3
+  assert metrics.smoothed([2.0]) == [2.0] and metrics.smoothed([]) == []
 
 
 def test_loss_png_draws_the_smoothed_train_loss_over_the_raw_one(tmp_path, monkeypatch):
