@@ -59,3 +59,20 @@ def unigram_entropy(text: str) -> float:
   counts = collections.Counter(text)
   n = sum(counts.values())
   return -sum(c / n * math.log(c / n) for c in counts.values())
+
+
+def jaxpr_eqns(jaxpr):
+  """Every equation of a (closed) jaxpr, recursing into jit, scan, remat and custom_vjp bodies."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+          yield from jaxpr_eqns(sub)
+
+
+def dot_operand_dtypes(jaxpr) -> list[tuple[str, ...]]:
+  """The operand dtypes of every matrix multiply in `jaxpr`."""
+  return [tuple(str(v.aval.dtype) for v in e.invars) for e in jaxpr_eqns(jaxpr)
+          if e.primitive.name == "dot_general"]

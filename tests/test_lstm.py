@@ -9,6 +9,7 @@ from flax import nnx
 
 from jaxgen.models import params as params_lib
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
+from tests.helpers import dot_operand_dtypes
 
 B, T = 2, 10
 
@@ -192,10 +193,10 @@ def test_bfloat16_compute_runs_the_matmuls_in_bfloat16(vocab_size):
 
   # The traced program: every forward matmul (input projection, h @ W_hh,
   # head) reads bf16 operands, and no backward matmul reads only fp32 ones.
-  dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(params))
+  dots = dot_operand_dtypes(jax.make_jaxpr(forward)(params))
   assert len(dots) >= 5 and set(dots) == {("bfloat16", "bfloat16")}, dots
   loss_fn = lambda p: _loss(forward(p), tokens)
-  grad_dots = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss_fn))(params))
+  grad_dots = dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss_fn))(params))
   assert all("bfloat16" in d for d in grad_dots), grad_dots
 
   # The numbers: the reference rounding matmul operands to bf16 matches to
@@ -214,22 +215,6 @@ def test_bfloat16_compute_runs_the_matmuls_in_bfloat16(vocab_size):
   for leaf in jax.tree.leaves(grads):
     assert leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf)))
     assert float(jnp.abs(leaf).max()) > 0
-
-
-def _eqns(jaxpr):
-  """Every equation of a (closed) jaxpr, recursing into jit, scan, custom_vjp bodies."""
-  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-          yield from _eqns(sub)
-
-
-def _dot_operand_dtypes(jaxpr):
-  return [tuple(str(v.aval.dtype) for v in e.invars) for e in _eqns(jaxpr)
-          if e.primitive.name == "dot_general"]
 
 
 def test_adam_steps_reduce_loss_on_repeating_sequence():

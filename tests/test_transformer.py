@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
+from tests.helpers import dot_operand_dtypes, jaxpr_eqns
 
 BASE = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=4, embed_dim=32)
 VARIANTS = {
@@ -54,15 +55,15 @@ def test_bf16_compute_runs_every_matmul_in_bf16(name):
   # The traced program: every matmul of the bf16 model reads bf16 operands
   # (one fp32 dot_general, e.g. a model computing in fp32 and casting at the
   # end, fails), and it has as many matmuls as the fp32 model, whose are fp32.
-  dots16 = _dot_operand_dtypes(jax.make_jaxpr(forward16)(params16))
-  dots32 = _dot_operand_dtypes(jax.make_jaxpr(forward32)(params32))
+  dots16 = dot_operand_dtypes(jax.make_jaxpr(forward16)(params16))
+  dots32 = dot_operand_dtypes(jax.make_jaxpr(forward32)(params32))
   assert len(dots16) == len(dots32) >= 7  # qkv, q.k, p.v, out, 2 MLP per block; head
   assert set(dots16) == {("bfloat16", "bfloat16")}, dots16
   assert set(dots32) == {("float32", "float32")}, dots32
   # The backward pass too: no matmul reads only fp32 operands. (The
   # transposes of the fp32-accumulating q.k and head dots take their fp32
   # cotangent against a bf16 operand.)
-  grad_dots = _dot_operand_dtypes(
+  grad_dots = dot_operand_dtypes(
       jax.make_jaxpr(jax.grad(lambda p: forward16(p).sum()))(params16))
   assert len(grad_dots) > len(dots16)
   assert all("bfloat16" in d for d in grad_dots), grad_dots
@@ -89,7 +90,7 @@ def test_remat_computes_the_same_loss_and_gradients(scan_layers):
       return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], x[:, 1:]).mean()
 
     loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
-    remats = [e for e in _eqns(jax.make_jaxpr(jax.grad(loss_fn))(params))
+    remats = [e for e in jaxpr_eqns(jax.make_jaxpr(jax.grad(loss_fn))(params))
               if e.primitive.name in _REMAT_PRIMITIVES]
     results[remat] = loss, grads, remats
 
@@ -118,22 +119,6 @@ def test_remat_computes_the_same_loss_and_gradients(scan_layers):
 _REMAT_PRIMITIVES = ("checkpoint", "remat", "remat2")  # jax.checkpoint's name across versions
 
 
-def _eqns(jaxpr):
-  """Every equation of a (closed) jaxpr, recursing into jit, scan, remat, custom_vjp bodies."""
-  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-          yield from _eqns(sub)
-
-
-def _dot_operand_dtypes(jaxpr):
-  return [tuple(str(v.aval.dtype) for v in e.invars) for e in _eqns(jaxpr)
-          if e.primitive.name == "dot_general"]
-
-
 def _has_batch_dims(eqn):
   (_, _), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
   return bool(lhs_batch or rhs_batch)
@@ -143,7 +128,7 @@ def _saved_by_policy(remat_eqn):
   """(eqn, saved?) for each equation inside a checkpoint, as its policy decides it."""
   policy = remat_eqn.params["policy"]
   out = []
-  for eqn in _eqns(remat_eqn.params["jaxpr"]):
+  for eqn in jaxpr_eqns(remat_eqn.params["jaxpr"]):
     decision = policy(eqn.primitive, *[v.aval for v in eqn.invars], **eqn.params)
     # Policies answer a bool or, in newer jax, Saveable/Recompute/Offloadable markers.
     out.append((eqn, decision is True or type(decision).__name__ in ("SaveableType",
