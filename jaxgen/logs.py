@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
+import threading
 
 from absl import logging as absl_logging
 
@@ -33,11 +35,42 @@ class HeldLogs(logging.Handler):
 
 
 def hold_library_logs() -> HeldLogs:
-  """Replaces absl's stderr handler on the root logger with a HeldLogs."""
+  """Replaces absl's stderr handler on the root logger with a HeldLogs, and
+  holds late asyncio callback errors there too."""
   root = logging.getLogger()
   target = absl_logging.get_absl_handler()
   held = HeldLogs(target)
   if target in root.handlers:
     root.removeHandler(target)
   root.addHandler(held)
+  if not isinstance(sys.stderr, _MainThreadStderr):
+    sys.stderr = _MainThreadStderr(sys.stderr)
   return held
+
+
+class _MainThreadStderr:
+  """sys.stderr for the main thread; other threads' lines become held log records.
+
+  jaxgen writes only from the main thread. A library thread writing to stderr
+  is noise of the kind above (TensorStore prints its callbacks' tracebacks
+  straight to sys.stderr, bypassing logging and sys.excepthook).
+  """
+
+  def __init__(self, stream):
+    self._stream = stream
+    self._partial: dict[int, str] = {}
+    self._logger = logging.getLogger("jaxgen.library")
+
+  def write(self, text: str) -> int:
+    if threading.current_thread() is threading.main_thread():
+      return self._stream.write(text)
+    ident = threading.get_ident()
+    *lines, rest = (self._partial.pop(ident, "") + text).split("\n")
+    for line in lines:
+      self._logger.warning("%s", line)
+    if rest:
+      self._partial[ident] = rest
+    return len(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)

@@ -85,3 +85,25 @@ def test_held_logs_are_shown_on_demand_only():
     assert len(out.getvalue().splitlines()) == 200  # shown once
   finally:
     logger.removeHandler(held)
+
+
+def test_library_threads_writing_to_stderr_are_held():
+  # TensorStore prints tracebacks of late callbacks straight to sys.stderr from its own
+  # threads; the main thread's writes (jaxgen's own) pass through.
+  code = """
+import sys, threading
+from absl import logging
+from jaxgen import logs
+logging.use_absl_handler()
+held = logs.hold_library_logs()
+print("jaxgen: main thread", file=sys.stderr)
+t = threading.Thread(target=lambda: print("Traceback (library)\\nRuntimeError: x", file=sys.stderr))
+t.start(); t.join()
+print("-- shown --", file=sys.stderr, flush=True)
+held.show()
+"""
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60, check=True)
+  before, _, after = out.stderr.partition("-- shown --\n")
+  assert before == "jaxgen: main thread\n"
+  assert "Traceback (library)" in after and "RuntimeError: x" in after

@@ -185,5 +185,7 @@ def _metric(metrics: dict) -> float:
   return float(metrics.get(_BEST_METRIC, float("inf")))
 
 
-def _short(e: BaseException) -> str:
-  return " ".join(str(e).split())[:160] or type(e).__name__
+def _short(e: BaseException, limit: int = 200) -> str:
+  """The error's text on one line, cut at a word boundary (never inside a path)."""
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
