@@ -79,11 +79,15 @@ class MetricsWriter:
     self._measured_steps = 0
     self._measured_time = 0.0
     self._last_train: dict[str, Any] = {}
-    self._best_val: float | None = None
     self._closed = False
 
     os.makedirs(self._workdir, exist_ok=True)
     self._jsonl_path = os.path.join(self._workdir, "metrics.jsonl")
+    # A resumed run's best includes the evaluations logged up to where it resumed.
+    earlier = [r["val_loss"] for r in read_records(self._jsonl_path)
+               if r["step"] <= start_step and _is_number(r.get("val_loss"))
+               and math.isfinite(r["val_loss"])] if start_step else []
+    self._best_val: float | None = min(earlier) if earlier else None
     self._jsonl = open(self._jsonl_path, "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
     self._tb = SummaryWriter(os.path.join(self._workdir, "tensorboard"))
@@ -194,6 +198,12 @@ class MetricsWriter:
     except ImportError as e:  # a plot is not worth failing a finished run
       self._print(f"loss.png not written: {e}")
 
+  @property
+  def best_val_loss(self) -> float | None:
+    """The lowest validation loss of this run so far (None before any, and on
+    processes other than the primary)."""
+    return self._best_val if self._enabled else None
+
   def __enter__(self) -> MetricsWriter:
     return self
 
@@ -257,18 +267,11 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
   logged after its last checkpoint) the last value wins.
   """
   series: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}}
-  with open(jsonl_path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line cut short by a killed process
-      if not isinstance(record, dict) or "step" not in record:
-        continue
-      for key, points in series.items():
-        value = record.get(key)
-        if _is_number(value):
-          points[int(record["step"])] = float(value)
+  for record in read_records(jsonl_path):
+    for key, points in series.items():
+      value = record.get(key)
+      if _is_number(value):
+        points[record["step"]] = float(value)
 
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -298,6 +301,23 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
     fig.savefig(png_path)
   finally:
     plt.close(fig)
+
+
+def read_records(jsonl_path: str | os.PathLike):
+  """The records of a metrics.jsonl with an integer "step", in file order; lines a
+  killed process cut short are skipped, and a missing file has none."""
+  try:
+    f = open(jsonl_path, encoding="utf-8")
+  except FileNotFoundError:
+    return
+  with f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and _is_number(record.get("step")):
+        yield {**record, "step": int(record["step"])}
 
 
 def smoothed(values: list[float], half_width: int | None = None) -> list[float]:

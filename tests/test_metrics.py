@@ -261,3 +261,24 @@ def test_loss_png_draws_the_smoothed_train_loss_over_the_raw_one(tmp_path, monke
   assert drawn["train_loss"] == losses
   assert drawn["train_loss (smoothed)"] == pytest.approx(metrics.smoothed(losses))
   assert drawn["val_loss"] == [2.1]
+
+
+def test_resumed_best_val_loss_counts_evaluations_before_the_resume(tmp_path, clock, capsys):
+  jsonl = tmp_path / "metrics.jsonl"
+  # Evaluations at 2 (best), 4, and 6: the run resumes from a checkpoint at step 4, so
+  # step 6 was never part of the run that continues.
+  jsonl.write_text("".join(json.dumps(r) + "\n" for r in [
+      {"step": 2, "val_loss": 1.5}, {"step": 4, "val_loss": 2.0}, {"step": 6, "val_loss": 0.5}]))
+  w = metrics.MetricsWriter(tmp_path, total_steps=8, start_step=4, tokens_per_step=1,
+                            progress=False)
+  assert w.best_val_loss == 1.5
+  w.eval(6, {"val_loss": 1.8})
+  assert w.best_val_loss == 1.5
+  w.eval(8, {"val_loss": 1.2})
+  assert w.best_val_loss == 1.2
+  w.close()
+  assert "best val_loss 1.2000" in capsys.readouterr().out
+  fresh = metrics.MetricsWriter(tmp_path / "new", total_steps=1, tokens_per_step=1,
+                                progress=False)
+  assert fresh.best_val_loss is None
+  fresh.close()

@@ -144,7 +144,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
       flops_per_token=model_flops_per_token(s.model_cfg, state.params, cfg.data.seq_len),
       peak_flops=metrics_lib.peak_flops(jax.devices()[0]), log_every=t.log_every,
-      is_primary=primary)
+      is_primary=primary, start_step=int(state.step))
 
   last = {}
   pending = None  # (step, device metrics) of the step before the one in flight
@@ -172,8 +172,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if evaluate_now:
           val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh)
           last["val_loss"] = val_loss
-          last["best_val_loss"] = min(val_loss, last.get("best_val_loss", math.inf))
           writer.eval(step + 1, {"val_loss": val_loss})
+          last["best_val_loss"] = writer.best_val_loss
           if last_step and s.full_eval_data is not None:
             full = evaluate(eval_step, state.params, s.full_eval_data, None, batch_sh)
             last["val_loss_full_split"] = full
