@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
@@ -76,3 +77,84 @@ def test_top_p_draws_only_from_the_nucleus():
   assert set(np.unique(draws).tolist()) == {1, 2, 3}
   only_top = jax.vmap(lambda k: sample_logits(logits, k, 1.0, top_p=0.3))(keys)
   assert set(np.unique(only_top).tolist()) == {1}
+
+
+class RiggedLM(nnx.Module):
+  """A "model" whose logits are `logits_V` at every position, whatever it reads:
+  its favourite tokens are chosen by the test. It has the decoding interface
+  (`init_cache`, `decode`) that `generate` uses."""
+
+  def __init__(self, logits_V):
+    self.logits_V = nnx.Param(jnp.asarray(logits_V, jnp.float32))
+
+  def init_cache(self, batch_size, max_len=None):
+    del batch_size, max_len
+    return {"index": jnp.zeros((), jnp.int32)}
+
+  def decode(self, tokens_BT, cache):
+    b, t = tokens_BT.shape
+    logits_V = self.logits_V[...]
+    return (jnp.broadcast_to(logits_V, (b, t, logits_V.shape[0])),
+            {"index": cache["index"] + t})
+
+
+# Ids 2 and 3 play pad and bos, 5 and 6 the vocabulary's padding past a
+# tokenizer of 5 ids: the four most likely tokens are the four never allowed.
+_RIGGED = jnp.array([0.0, 1.0, 8.0, 9.0, 0.5, 10.0, 10.0])
+_ALLOWED = {0, 1, 4}
+
+
+def test_excluded_and_padded_ids_are_never_drawn_though_most_likely():
+  keys = jax.random.split(jax.random.key(2), 2000)
+  masked = dict(vocab_size=5, exclude_ids=(2, 3))
+  draws = jax.vmap(lambda k: sample_logits(_RIGGED[None], k, 1.0, **masked))(keys)
+  assert set(np.unique(draws).tolist()) == _ALLOWED
+  assert int(sample_logits(_RIGGED[None], keys[0], 0.0, **masked)[0]) == 1
+  # Unmasked, the same draws are nearly all of the four forbidden ids.
+  free = np.asarray(jax.vmap(lambda k: sample_logits(_RIGGED[None], k, 1.0))(keys))
+  assert np.isin(free, [2, 3, 5, 6]).mean() > 0.9
+  assert int(sample_logits(_RIGGED[None], keys[0], 0.0)[0]) in (5, 6)
+
+  graphdef, params = nnx.split(RiggedLM(_RIGGED))
+  prompt = np.zeros((4, 2), np.int32)
+  for temperature in (0.0, 1.0):
+    got = generate(graphdef, params, prompt, 40, temperature=temperature, max_len=16, **masked)
+    assert got.shape == (4, 40) and set(np.unique(got).tolist()) <= _ALLOWED
+  assert (generate(graphdef, params, prompt, 40, temperature=0.0, **masked) == 1).all()
+  free = generate(graphdef, params, prompt, 40, temperature=1.0, max_len=16)
+  assert np.isin(free, [2, 3, 5, 6]).mean() > 0.9
+
+
+_LOGITS = np.array([2.0, 1.0, 0.0, -0.5, -1.5])
+
+
+def _softmax(x):
+  e = np.exp(x - x.max())
+  return e / e.sum()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_samples_softmax_of_logits_over_temperature(temperature):
+  n = 40_000
+  draws = sample_logits(jnp.broadcast_to(jnp.asarray(_LOGITS), (n, 5)), jax.random.key(3),
+                        temperature)
+  counts = np.bincount(np.asarray(draws), minlength=5)
+  assert counts.sum() == n
+
+  def chi2(probs):
+    expected = n * probs
+    return float(((counts - expected) ** 2 / expected).sum())
+
+  # 4 degrees of freedom: a correct sampler exceeds 20 with probability 5e-4
+  # (the seed is fixed, so the outcome is too).
+  assert chi2(_softmax(_LOGITS / temperature)) < 20
+  # The test can tell temperatures apart: the neighbouring ones are far off.
+  for other in {0.5, 1.0, 2.0} - {temperature}:
+    assert chi2(_softmax(_LOGITS / other)) > 200, other
+
+
+def test_temperature_zero_is_argmax():
+  logits = jax.random.normal(jax.random.key(4), (64, 50))
+  for seed in range(3):
+    got = sample_logits(logits, jax.random.key(seed), 0.0)
+    np.testing.assert_array_equal(got, np.argmax(np.asarray(logits), axis=-1))
