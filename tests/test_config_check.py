@@ -52,7 +52,7 @@ BAD = {
     "train.batch_size": ["0", "-1"],
     "train.grad_accum_steps": ["0", "-2"],
     "train.seed": ["-1"],
-    "train.learning_rate": ["-0.001", "0", "1e9"],
+    "train.learning_rate": ["-0.001", "0"],
     "train.min_learning_rate": ["-1e-4"],
     "train.warmup_steps": ["-1"],
     "train.decay_steps": ["-5"],
@@ -211,7 +211,7 @@ def test_the_error_line_names_value_and_allowed_range():
   with pytest.raises(UserError) as err:
     config_check.check(cfg)
   assert str(err.value) == ("train.learning_rate=-0.001 is not allowed: use a finite number "
-                            "> 0 and <= 10")
+                            "> 0")
   cfg = recipe_config(TRANSFORMER_RECIPE)
   cfg.model.num_kv_heads = 3
   with pytest.raises(UserError, match=r"model.num_kv_heads=3 must divide model.num_heads=4.*"
