@@ -11,7 +11,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from jaxgen import metrics
 from jaxgen.models.factory import ModelConfig, create_model
+from jaxgen.models.transformer import TransformerConfig
 from jaxgen.train import sharding
 
 
@@ -58,3 +60,14 @@ def _init_fn(model_cfg, optimizer, seed):
 
 def count_params(params: nnx.State) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def model_flops_per_token(model_cfg: ModelConfig, params: nnx.State, seq_len: int) -> float:
+  """Training FLOPs per token (6N + attention), the numerator of MFU."""
+  n_params = count_params(params)
+  if isinstance(model_cfg, TransformerConfig):
+    # Position tables are lookups, not matmuls (nanoGPT leaves them out too).
+    n = n_params - (params["pos_embed"][...].size if "pos_embed" in params else 0)
+    return metrics.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
+                                   model_cfg.head_size, seq_len)
+  return metrics.flops_per_token(n_params, 0, 0, 0, seq_len)
