@@ -66,8 +66,13 @@ def model_flops_per_token(model_cfg: ModelConfig, params: nnx.State, seq_len: in
   """Training FLOPs per token (6N + attention), the numerator of MFU."""
   n_params = count_params(params)
   if isinstance(model_cfg, TransformerConfig):
-    # Position tables are lookups, not matmuls (nanoGPT leaves them out too).
-    n = n_params - (params["pos_embed"][...].size if "pos_embed" in params else 0)
+    # Lookup tables do no matmul (nanoGPT leaves them out too): the position
+    # table, and the token table unless it is also the output head.
+    lookups = [params["pos_embed"]] if "pos_embed" in params else []
+    if not model_cfg.tie_embeddings:
+      lookups.append(params["embed"]["table"])
+    # get_value().size: params may be abstract (ShapeDtypeStructs) when planning.
+    n = n_params - sum(v.get_value().size for v in lookups)
     return metrics.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
                                    model_cfg.head_size, seq_len)
   return metrics.flops_per_token(n_params, 0, 0, 0, seq_len)
