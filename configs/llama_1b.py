@@ -10,7 +10,7 @@ Check the run before paying for the chips, then train (the char-level
 Shakespeare source stands in until a sub-word tokenizer and corpus are set):
 
   jaxgen plan --config=configs/llama_1b.py --devices=1 --chip=h200
-  jaxgen plan --config=configs/llama_1b.py --devices=8 --chip=h200 --config.mesh.fsdp=8 --config.mesh.data=1
+  jaxgen plan --config=configs/llama_1b.py --devices=8 --chip=h200
   jaxgen train --config=configs/llama_1b.py --workdir=runs/llama_1b
 """
 
