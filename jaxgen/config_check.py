@@ -3,10 +3,13 @@
 `check(cfg)` walks every key of every section against `RULES` (type, range,
 choices; floats must be finite), rejects keys no rule knows, then checks the
 relations between keys. The first problem raises a `UserError` of one line
-naming the key, its value and what is allowed. Checks that need the devices
-(the mesh against the device count, the batch against the data-parallel
-size) or the data (corpus length, tokenizer) stay with the code that knows
-them, still before the workdir is touched.
+naming the key, its value and what is allowed.
+
+Checks that need the devices are here too, as functions of the device count
+or mesh shape (`launch_problems`, `batch_problems`): `jaxgen train` calls them
+on the devices it has, `jaxgen plan` on the devices it plans for. Checks that
+need the data (corpus length, tokenizer) stay with the code that reads it,
+still before the workdir is touched.
 """
 
 from __future__ import annotations
@@ -304,3 +307,72 @@ def require(ok: bool, message: str) -> None:
 
 def _num(x: float) -> str:
   return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def launch_problems(cfg: Any, num_devices: int, num_processes: int = 1) -> list[str]:
+  """Every problem of `cfg` on `num_devices` devices, one line each: the mesh
+  against the device count, then the batches against the data-parallel size."""
+  problems = []
+  try:
+    shape = mesh_shape(cfg.mesh, num_devices)
+  except UserError as e:
+    problems.append(str(e))
+    sizes = {a: cfg.mesh[a] for a in MESH_AXES}
+    # A mesh with the wrong device count still says how the batch would split.
+    shape = sizes if -1 not in sizes.values() else None
+  if shape is not None:
+    problems += batch_problems(cfg, shape, num_processes)
+  return problems
+
+
+def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
+  """{'data': d, 'fsdp': f, 'tensor': t} over `num_devices`; a size of -1 takes the
+  devices left over. Raises UserError when the sizes cannot fill the devices."""
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  n = num_devices
+  spec = " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise UserError(f"mesh sizes {spec} are invalid: use positive sizes and at most one -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if n % known:
+      raise UserError(f"mesh {spec} cannot fill {n} devices: {n} is not a multiple of {known}; "
+                      "change mesh.data/mesh.fsdp/mesh.tensor")
+    sizes[sizes.index(-1)] = n // known
+  if math.prod(sizes) != n:
+    raise UserError(f"mesh {spec} has {math.prod(sizes)} devices but {n} are available; "
+                    "make mesh.data * mesh.fsdp * mesh.tensor equal the device count "
+                    "(or set one of them to -1)")
+  return dict(zip(MESH_AXES, sizes))
+
+
+def batch_problems(cfg: Any, shape: dict[str, int], num_processes: int = 1) -> list[str]:
+  """The train and eval batches against the data-parallel size of a mesh `shape`."""
+  t = cfg.train
+  dp = data_parallel_size(shape, cfg.mesh.logical_axis_rules)
+  eval_batch = cfg.eval.batch_size or t.batch_size
+  problems = []
+  if t.batch_size % (dp * t.grad_accum_steps):
+    problems.append(
+        f"train.batch_size={t.batch_size} is not divisible by the data-parallel size {dp} "
+        f"(mesh.data * mesh.fsdp) times train.grad_accum_steps={t.grad_accum_steps}; "
+        f"use a multiple of {dp * t.grad_accum_steps}")
+  if eval_batch % dp:
+    problems.append(f"eval.batch_size={eval_batch} is not divisible by the data-parallel "
+                    f"size {dp}; use a multiple of {dp}")
+  if dp % num_processes:
+    problems.append(f"the data-parallel size {dp} must be a multiple of the {num_processes} "
+                    "processes, so that each reads its own rows of every batch")
+  return problems
+
+
+def batch_axes(rules: Any) -> tuple[str, ...]:
+  """The mesh axes the batch dimension is split over: the 'batch' rule, by default
+  data and fsdp."""
+  axes = dict(rules).get("batch", ("data", "fsdp"))
+  return (axes,) if isinstance(axes, str) else tuple(axes or ())
+
+
+def data_parallel_size(shape: dict[str, int], rules: Any) -> int:
+  """How many ways a mesh of `shape` splits the batch."""
+  return math.prod(shape[a] for a in batch_axes(rules))

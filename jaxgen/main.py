@@ -6,6 +6,7 @@ flags) or 1 (anything else), never a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -37,11 +38,20 @@ _LENGTH_PENALTY = flags.DEFINE_float("length_penalty", 1.0, "sample: beam length
 _STEP = flags.DEFINE_integer("step", None, "sample: restore the checkpoint of this step.")
 _BEST = flags.DEFINE_bool("best", False, "sample: restore the checkpoint with the lowest "
                           "validation loss.")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "tokenizer train: SentencePiece pieces.")
+_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "tokenizer train: SentencePiece pieces. "
+                                    "plan: the tokenizer's vocabulary size (default: "
+                                    "model.vocab_size, else the tokenizer's).")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 2, "data inspect: batches to show.")
+_DEVICES = flags.DEFINE_integer("devices", None, "plan: plan for this many devices, compiling "
+                                "for as many host CPU devices (default: the devices JAX finds).")
+_CHIP = flags.DEFINE_string("chip", None, "plan: the accelerator to check the fit and step "
+                            "time against, e.g. h100, h200, tpu_v5e (default: this machine's).")
+_MFU = flags.DEFINE_float("mfu", 0.4, "plan: the model FLOPs utilisation the step time "
+                          "estimate assumes.")
+_JSON = flags.DEFINE_bool("json", False, "plan: print one JSON object instead of text.")
 
 # Each command, and the flags it needs besides its own.
-COMMANDS = {"train": ("config", "workdir"), "sample": ("workdir",),
+COMMANDS = {"train": ("config", "workdir"), "sample": ("workdir",), "plan": ("config",),
             "data prepare": ("config",), "data inspect": ("config",),
             "tokenizer train": ("config", "vocab_size")}
 _EXAMPLE = "e.g. jaxgen train --config=configs/shakespeare_char_cpu.py --workdir=runs/sc"
@@ -71,15 +81,20 @@ def _run_command(argv: list[str]) -> None:
   for name in COMMANDS[command]:
     if getattr(flags.FLAGS, name) in (None, ""):
       _fail(_MISSING[name], status=2)
+  if command == "plan":
+    _check_plan_flags()  # --devices takes effect only before JAX starts
   try:
     if command != "sample":
       config_check.check(_CONFIG.value)  # every key, before anything runs
+    if command not in ("sample", "plan"):  # a dry run writes no compilation cache
       _setup_jax(_CONFIG.value)
     if command == "train":
       from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
       train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif command == "sample":
       _sample()
+    elif command == "plan":
+      _plan()
     else:
       from jaxgen import commands
       if command == "data prepare":
@@ -118,6 +133,44 @@ def _sample() -> None:
     for i, text in enumerate(samples):
       where = f"prompt {p + 1}/{len(texts)}, " if len(texts) > 1 else ""
       print(f"--- {where}sample {i + 1}/{len(samples)} ---\n{text}", flush=True)
+
+
+def _check_plan_flags() -> None:
+  from jaxgen import chips
+  if _DEVICES.value is not None:
+    if _DEVICES.value < 1:
+      _fail(f"--devices={_DEVICES.value} must be at least 1", status=2)
+    # Fake devices: N host CPU devices stand in for the accelerators.
+    xla_flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(
+        xla_flags + [f"--xla_force_host_platform_device_count={_DEVICES.value}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+  if _CHIP.value is not None and _CHIP.value not in chips.BY_NAME:
+    _fail(f"--chip={_CHIP.value} is not a chip jaxgen knows; use one of "
+          f"{', '.join(chips.BY_NAME)}", status=2)
+  if not 0 < _MFU.value <= 1:
+    _fail(f"--mfu={_MFU.value} must be in (0, 1], e.g. 0.4", status=2)
+
+
+def _plan() -> None:
+  import jax
+  from jaxgen import chips
+  from jaxgen.train import plan
+  devices = jax.devices()
+  chip = chips.BY_NAME[_CHIP.value] if _CHIP.value else chips.chip_of(devices[0])
+  report = plan.plan(_CONFIG.value, devices, chip=chip, mfu=_MFU.value,
+                     vocab_size=_VOCAB_SIZE.value)
+  label = config_flags.get_config_filename(flags.FLAGS["config"])
+  if _JSON.value:
+    print(json.dumps({"config": label, **report}), flush=True)
+  else:
+    print(plan.format_text(report, label), flush=True)
+  for kind in ("warning", "error"):
+    for line in report[f"{kind}s"]:
+      print(f"jaxgen: {kind}: {_one_line(UserError(line))}", file=sys.stderr, flush=True)
+  if report["errors"]:
+    sys.exit(1)
 
 
 def run() -> None:

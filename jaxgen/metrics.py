@@ -15,26 +15,14 @@ import datetime
 import json
 import math
 import os
-import re
 import sys
 import time
 from typing import Any
 
+from jaxgen import chips
+
 # Monotonic clock; a module attribute so tests can substitute a fake one.
 _now = time.perf_counter
-
-# Dense bf16 peak FLOP/s per chip, matched in order against device_kind.
-_PEAK_FLOPS = (
-    (r"h100.*pcie", 756e12),  # the PCIe card is clocked lower than SXM
-    (r"h[12]00", 989e12),  # H100 SXM, H200, GH200
-    (r"a100", 312e12),
-    (r"\bl4\b", 121e12),  # not L40/L40S
-    (r"tpu v4", 275e12),
-    (r"v5 ?lite|v5e", 197e12),
-    (r"v5p|tpu v5\b", 459e12),  # JAX reports v5p as "TPU v5"
-    (r"v6 ?lite|v6e", 918e12),
-)
-
 
 class MetricsWriter:
   """Writes training/eval metrics to the console, metrics.jsonl and TensorBoard.
@@ -355,13 +343,8 @@ def flops_per_token(
 
 def peak_flops(device: Any) -> float | None:
   """Dense bf16 peak FLOP/s of one chip, from `device.device_kind`; None if unknown."""
-  if getattr(device, "platform", None) == "cpu":
-    return None
-  kind = str(getattr(device, "device_kind", "")).lower()
-  for pattern, flops in _PEAK_FLOPS:
-    if re.search(pattern, kind):
-      return flops
-  return None
+  chip = chips.chip_of(device)
+  return chip.peak_flops if chip is not None else None
 
 
 def _scalar(value: Any) -> Any:

@@ -23,6 +23,7 @@ CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob(
 EXPECTED_PARAMS = {  # full-size parameter counts (vocabulary 65 padded to 128)
     "shakespeare_char_cpu": 812_160,
     "gpt2_124m": 124_373_760,  # nanoGPT, bias=False, vocab 50304
+    "llama_1b": 1_104_218_112,  # Llama 3.2 1B's shape, vocab 32000, untied head
 }
 
 

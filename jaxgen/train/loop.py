@@ -23,13 +23,12 @@ from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
                                    tokenizer_from_spec)
 from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, context_limit, model_config
-from jaxgen.models.transformer import TransformerConfig
 from jaxgen.sample.decode import generate
 from jaxgen.train import inflight, sharding
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.preemption import StopRequest
-from jaxgen.train.state import count_params, create_train_state
+from jaxgen.train.state import count_params, create_train_state, model_flops_per_token
 from jaxgen.train.step import jit_train_step, make_eval_step
 
 # Keys that define the stream of training batches: a resumed run whose
@@ -62,17 +61,11 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   t = cfg.train
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
   mesh = sharding.make_mesh(cfg.mesh)
-  dp = sharding.data_parallel_size(mesh, rules)
-  eval_batch = cfg.eval.batch_size or t.batch_size
-  config_check.require(t.batch_size % (dp * t.grad_accum_steps) == 0,
-           f"train.batch_size={t.batch_size} is not divisible by the data-parallel size {dp} "
-           f"(mesh.data * mesh.fsdp) times train.grad_accum_steps={t.grad_accum_steps}; "
-           f"use a multiple of {dp * t.grad_accum_steps}")
-  config_check.require(eval_batch % dp == 0, f"eval.batch_size={eval_batch} is not divisible by the "
-           f"data-parallel size {dp}; use a multiple of {dp}")
   hosts = jax.process_count()
-  config_check.require(dp % hosts == 0, f"the data-parallel size {dp} must be a multiple of the "
-           f"{hosts} processes, so that each reads its own rows of every batch")
+  problems = config_check.batch_problems(cfg, dict(mesh.shape), hosts)
+  if problems:
+    raise UserError(problems[0])
+  eval_batch = cfg.eval.batch_size or t.batch_size
 
   d = cfg.data
   train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
@@ -244,17 +237,6 @@ def _sample_text(cfg, s: Setup, graphdef, params) -> str:
                     vocab_size=s.tokenizer.vocab_size, max_len=max_len,
                     exclude_ids=(s.tokenizer.pad_id, s.tokenizer.bos_id))
   return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
-
-
-def model_flops_per_token(model_cfg: ModelConfig, params, seq_len: int) -> float:
-  """Training FLOPs per token (6N + attention), the numerator of MFU."""
-  n_params = count_params(params)
-  if isinstance(model_cfg, TransformerConfig):
-    # Position tables are lookups, not matmuls (nanoGPT leaves them out too).
-    n = n_params - (params["pos_embed"][...].size if "pos_embed" in params else 0)
-    return metrics_lib.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
-                                       model_cfg.head_size, seq_len)
-  return metrics_lib.flops_per_token(n_params, 0, 0, 0, seq_len)
 
 
 def _check_compatible(s: Setup, meta: dict) -> None:

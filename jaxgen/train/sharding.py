@@ -16,31 +16,17 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxgen.errors import UserError
+from jaxgen import config_check
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = config_check.MESH_AXES
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A data x fsdp x tensor mesh; a size of -1 takes the devices left over."""
   devices = list(devices if devices is not None else jax.devices())
-  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
-  n = len(devices)
-  spec = " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
-  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise UserError(f"mesh sizes {spec} are invalid: use positive sizes and at most one -1")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if n % known:
-      raise UserError(f"mesh {spec} cannot fill {n} devices: {n} is not a multiple of {known}; "
-                      "change mesh.data/mesh.fsdp/mesh.tensor")
-    sizes[sizes.index(-1)] = n // known
-  if math.prod(sizes) != n:
-    raise UserError(f"mesh {spec} has {math.prod(sizes)} devices but {n} are available; "
-                    "make mesh.data * mesh.fsdp * mesh.tensor equal the device count "
-                    "(or set one of them to -1)")
+  shape = config_check.mesh_shape(mesh_cfg, len(devices))
   # Auto axis types: sharding is propagated by XLA from the annotations we give.
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES,
+  return Mesh(np.asarray(devices).reshape([shape[a] for a in MESH_AXES]), MESH_AXES,
               axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
@@ -52,23 +38,36 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh
   are already used by an earlier dimension, or when its size does not divide
   evenly (e.g. 2 key/value heads on a tensor axis of 4).
   """
+  return P(*_resolve(axes, shape, dict(mesh.shape), rules)[0])
+
+
+def indivisible_dims(axes: Sequence[str | None], shape: Sequence[int],
+                     mesh_shape: dict[str, int], rules) -> list[tuple[str, int, tuple[str, ...]]]:
+  """(logical name, size, mesh axes) of each dimension that the rules would shard
+  but that stays replicated because its size does not divide over those axes."""
+  return _resolve(axes, shape, mesh_shape, rules)[1]
+
+
+def _resolve(axes, shape, mesh_shape, rules):
   rule_map = {name: mesh_axes for name, mesh_axes in rules}
   used: set[str] = set()
-  spec = []
+  spec, indivisible = [], []
   for name, size in zip(axes, shape):
     mesh_axes = rule_map.get(name) if name is not None else None
     if mesh_axes is None:
       spec.append(None)
       continue
     mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
-    mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1 and a not in used)
-    ways = math.prod(mesh.shape[a] for a in mesh_axes)
+    mesh_axes = tuple(a for a in mesh_axes if mesh_shape[a] > 1 and a not in used)
+    ways = math.prod(mesh_shape[a] for a in mesh_axes)
+    if mesh_axes and size % ways:
+      indivisible.append((name, size, mesh_axes))
     if not mesh_axes or size % ways:
       spec.append(None)
       continue
     used.update(mesh_axes)
     spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
-  return P(*spec)
+  return spec, indivisible
 
 
 def state_shardings(abstract_tree: Any, mesh: Mesh, rules) -> Any:
@@ -91,18 +90,11 @@ def state_shardings(abstract_tree: Any, mesh: Mesh, rules) -> Any:
 
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   """Batch dimension over the data-parallel axes, sequence replicated."""
-  rule_map = dict(rules)
-  mesh_axes = rule_map.get("batch", ("data", "fsdp"))
-  mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
-  return NamedSharding(mesh, P(mesh_axes or None, None))
+  return NamedSharding(mesh, P(config_check.batch_axes(rules) or None, None))
 
 
 def data_parallel_size(mesh: Mesh, rules) -> int:
-  spec = batch_sharding(mesh, rules).spec[0]
-  if spec is None:
-    return 1
-  axes = (spec,) if isinstance(spec, str) else spec
-  return math.prod(mesh.shape[a] for a in axes)
+  return config_check.data_parallel_size(dict(mesh.shape), rules)
 
 
 def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -11,7 +11,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from jaxgen import metrics
 from jaxgen.models.factory import ModelConfig, create_model
+from jaxgen.models.transformer import TransformerConfig
 from jaxgen.train import sharding
 
 
@@ -58,3 +60,19 @@ def _init_fn(model_cfg, optimizer, seed):
 
 def count_params(params: nnx.State) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def model_flops_per_token(model_cfg: ModelConfig, params: nnx.State, seq_len: int) -> float:
+  """Training FLOPs per token (6N + attention), the numerator of MFU."""
+  n_params = count_params(params)
+  if isinstance(model_cfg, TransformerConfig):
+    # Lookup tables do no matmul (nanoGPT leaves them out too): the position
+    # table, and the token table unless it is also the output head.
+    lookups = [params["pos_embed"]] if "pos_embed" in params else []
+    if not model_cfg.tie_embeddings:
+      lookups.append(params["embed"]["table"])
+    # get_value().size: params may be abstract (ShapeDtypeStructs) when planning.
+    n = n_params - sum(v.get_value().size for v in lookups)
+    return metrics.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
+                                   model_cfg.head_size, seq_len)
+  return metrics.flops_per_token(n_params, 0, 0, 0, seq_len)
