@@ -106,7 +106,11 @@ def _run_command(argv: list[str]) -> None:
   except UserError as e:
     _fail(str(e))
   except KeyboardInterrupt:
-    _fail("interrupted", status=130)
+    # Also a second Ctrl-C while a checkpoint is being written: exit at once,
+    # before interpreter shutdown cuts off the library threads mid-write (each
+    # would print a traceback). An unfinished save is never used on resume.
+    _fail("interrupted; an unfinished checkpoint is not used: the same command resumes "
+          "from the newest complete one", status=130, at_once=True)
 
 
 _MISSING = {
@@ -228,8 +232,11 @@ def _one_line(e: BaseException) -> str:
   return text or type(e).__name__
 
 
-def _fail(message: str, status: int = 1) -> None:
+def _fail(message: str, status: int = 1, at_once: bool = False) -> None:
   print(f"jaxgen: error: {_one_line(UserError(message))}", file=sys.stderr, flush=True)
+  if at_once:
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
   sys.exit(status)
 
 

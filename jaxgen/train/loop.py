@@ -180,8 +180,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         last.update(_report(writer, *pending))
       if stop:
         if primary:
-          print(f"jaxgen: {stop.signal_name} received: stopped at step {int(state.step)} with a "
-                f"checkpoint in {ckpt.directory}; run the same command to resume", flush=True)
+          print(f"jaxgen: {stop.signal_name} received: saving step {int(state.step)}; a second "
+                "signal stops at once, without this save", flush=True)
         last["stopped_by"] = stop.signal_name
       elif cfg.sample.num_tokens > 0:
         text = _sample_text(cfg, s, graphdef, state.params)
@@ -191,6 +191,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       _close(train_iter)
       ckpt.close()
       writer.close()
+  if stop and primary:  # only now is the stop's checkpoint complete on disk
+    print(f"jaxgen: stopped at step {int(state.step)} with a checkpoint in {ckpt.directory}; "
+          "run the same command to resume", flush=True)
   return last
 
 
