@@ -3,10 +3,12 @@
 import json
 import os
 import pathlib
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -17,7 +19,10 @@ import pytest
 from jaxgen.errors import UserError
 from jaxgen.train.checkpoint import Checkpointer
 from tests.helpers import tiny_transformer_config, write_corpus
-from tests.test_train import run
+from tests.test_train import TRANSFORMER_SPECS, StateSpy, run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEADLINE_S = 180  # for any one wait on a subprocess: a change that stalls fails, not hangs
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +74,22 @@ def test_resume_continues_the_shuffled_data_stream(source, tmp_path, mode):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
-def test_restore_onto_another_mesh(source, tmp_path):
+def test_restore_onto_another_mesh(source, tmp_path, monkeypatch):
+  def spied_run(steps, workdir, mesh, resumed_at=None):
+    spy = StateSpy(monkeypatch)
+    run(config(source, steps), workdir, mesh)
+    # Created sharded, restored onto this mesh's layout, trained in it.
+    spy.check(mesh, TRANSFORMER_SPECS)
+    assert spy.first_step == (resumed_at or 0)
+
   run(config(source, 20), tmp_path / "one", (1, 1, 1))
-  run(config(source, 10), tmp_path / "down", (2, 2, 2))  # saved on 8 devices ...
-  run(config(source, 20), tmp_path / "down", (1, 1, 1))  # ... resumed on 1
+  spied_run(10, tmp_path / "down", (2, 2, 2))  # saved on 8 devices ...
+  spied_run(20, tmp_path / "down", (1, 1, 1), resumed_at=10)  # ... resumed on 1
   run(config(source, 10), tmp_path / "up", (1, 1, 1))  # and the other way
-  run(config(source, 20), tmp_path / "up", (2, 2, 2))
+  spied_run(20, tmp_path / "up", (2, 2, 2), resumed_at=10)
   one = last_by_step(tmp_path / "one")
   for moved in (last_by_step(tmp_path / "down"), last_by_step(tmp_path / "up")):
+    assert sorted(moved) == list(range(1, 21))
     np.testing.assert_allclose([moved[i] for i in range(11, 21)],
                                [one[i] for i in range(11, 21)], atol=1e-5, rtol=0)
 
@@ -91,34 +104,151 @@ def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
 
 
-def test_sigterm_saves_the_current_step_and_exits_cleanly(source, tmp_path):
+class Cli:
+  """`python -m jaxgen train ...` in a subprocess. Threads read its stdout and stderr,
+  so waiting for a line has a deadline, and a full pipe never blocks the run."""
+
+  def __init__(self, args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
+    self.proc = subprocess.Popen([sys.executable, "-m", "jaxgen", "train", *args], cwd=REPO,
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+    self.out, self.err = [], []
+    self._lines = queue.Queue()
+    self._readers = [threading.Thread(target=self._read, args=a, daemon=True)
+                     for a in ((self.proc.stdout, self.out, self._lines),
+                               (self.proc.stderr, self.err, None))]
+    for t in self._readers:
+      t.start()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self.proc.poll() is None:
+      self.proc.kill()  # a path under test failed; do not leave the run behind
+    self.proc.wait()
+
+  @staticmethod
+  def _read(pipe, sink, lines):
+    for line in pipe:
+      sink.append(line)
+      if lines is not None:
+        lines.put(line)
+    if lines is not None:
+      lines.put(None)
+
+  def wait_for(self, prefix: str, timeout: float = DEADLINE_S) -> str:
+    """The first line (from now) starting with `prefix`; fails at EOF or the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+      except queue.Empty:
+        pytest.fail(f"no line starting {prefix!r} within {timeout} s; stdout ends "
+                    f"{''.join(self.out[-3:])!r}")
+      if line is None:
+        pytest.fail(f"the run ended before printing {prefix!r}; stderr ends "
+                    f"{''.join(self.err[-5:])!r}")
+      if line.startswith(prefix):
+        return line
+
+  def finish(self, timeout: float = DEADLINE_S) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) once the run has ended."""
+    try:
+      rc = self.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      pytest.fail(f"the run did not end within {timeout} s")
+    for t in self._readers:
+      t.join(timeout=10)
+    return rc, "".join(self.out), "".join(self.err)
+
+
+def tiny_cli_args(source, workdir, *extra):
+  return ["--config=configs/shakespeare_char_cpu.py", f"--config.data.source={source}",
+          "--config.model.num_layers=1", "--config.model.embed_dim=32",
+          "--config.data.seq_len=32", "--config.eval.every_steps=0",
+          "--config.sample.num_tokens=0", "--config.train.compilation_cache_dir=",
+          *extra, f"--workdir={workdir}"]
+
+
+def steps_in_metrics(workdir):
+  return [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_saves_the_current_step_and_exits_cleanly(source, tmp_path, sig):
   workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "jaxgen", "train", "--config=configs/shakespeare_char_cpu.py",
-         f"--config.data.source={source}",
-         "--config.train.steps=100000", "--config.train.log_every=5",
-         "--config.model.num_layers=1", "--config.model.embed_dim=32", "--config.data.seq_len=32",
-         "--config.eval.every_steps=0", "--config.train.compilation_cache_dir=",
-         f"--workdir={workdir}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
-  repo = pathlib.Path(__file__).resolve().parents[1]
-  proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  try:
-    for line in proc.stdout:
-      if line.startswith("step 20/"):
-        break
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-  finally:
-    if proc.poll() is None:
-      proc.kill()  # the preemption path failed; do not leave it running
-  assert proc.returncode == 0, err
-  assert "Traceback" not in err
-  stopped = int(out.split("SIGTERM received: stopped at step ")[1].split()[0])
-  assert stopped >= 20
-  assert (workdir / "checkpoints" / str(stopped)).is_dir()
-  steps = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert max(steps) == stopped
+  with Cli(tiny_cli_args(source, workdir, "--config.train.steps=100000",
+                         "--config.train.log_every=5")) as cli:
+    cli.wait_for("step 20/")
+    cli.proc.send_signal(sig)
+    rc, out, err = cli.finish()
+  assert rc == 0, err
+  assert "Traceback" not in err and "error" not in err
+  saving = int(out.split(f"jaxgen: {sig.name} received: saving step ")[1].split(";")[0])
+  stopped = int(out.split("jaxgen: stopped at step ")[1].split()[0])
+  assert stopped == saving >= 20
+  # Said only once the save is complete: the last line of the run.
+  assert out.splitlines()[-1].startswith("jaxgen: stopped at step "), out
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(stopped)]
+  assert max(steps_in_metrics(workdir)) == stopped
+
+
+def test_second_signal_during_the_save_leaves_a_resumable_run(source, tmp_path):
+  """A second Ctrl-C, or a second SIGTERM, while the stop's save is in flight is left
+  to the default handler (so a stuck save can be interrupted): the run ends, maybe
+  without that save. No checkpoint is left damaged, at most that one save is lost,
+  and the next run resumes from the newest complete checkpoint."""
+  workdir = tmp_path / "run"
+  checkpoints = workdir / "checkpoints"
+  args = ["--config.train.log_every=1", "--config.checkpoint.every_steps=5",
+          "--config.checkpoint.keep=10"]
+
+  def newest_complete(stopped):
+    assert not list(checkpoints.glob("*.unreadable"))
+    complete = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+    # The stop's save, or else the periodic one before it, is complete.
+    assert max(complete) >= stopped - (stopped % 5 or 5), (stopped, complete)
+    return max(complete)
+
+  def interrupt_twice(sig, after, resumes_from=None):
+    with Cli(tiny_cli_args(source, workdir, "--config.train.steps=100000", *args)) as cli:
+      if resumes_from is not None:
+        line = cli.wait_for("jaxgen: resuming from ")
+        assert line.split()[3] == str(checkpoints / str(resumes_from)), line
+      cli.wait_for(after)
+      cli.proc.send_signal(sig)
+      # Printed once the stop's save has started, before it is waited for: the
+      # second signal lands while that save is in flight.
+      line = cli.wait_for(f"jaxgen: {sig.name} received: saving step ")
+      cli.proc.send_signal(sig)
+      rc, _, err = cli.finish()
+    return int(line.split("saving step ")[1].split(";")[0]), rc, err
+
+  stopped, rc, interrupted_err = interrupt_twice(signal.SIGINT, "step 12/")
+  assert rc in (0, 130), interrupted_err  # done, or KeyboardInterrupt: "interrupted"
+  assert "Traceback" not in interrupted_err, interrupted_err
+  if rc == 130:
+    assert [l for l in interrupted_err.splitlines() if l.strip()] == [
+        "jaxgen: error: interrupted; an unfinished checkpoint is not used: the same command "
+        "resumes from the newest complete one"], interrupted_err
+  resumed_from = newest_complete(stopped)
+  stopped, rc, err = interrupt_twice(signal.SIGTERM, f"step {resumed_from + 7}/",
+                                     resumes_from=resumed_from)
+  assert rc in (0, -signal.SIGTERM), err  # SIGTERM's default handler ends the process
+  assert "Traceback" not in err, err
+  resumed_from = newest_complete(stopped)
+
+  with Cli(tiny_cli_args(source, workdir, f"--config.train.steps={resumed_from + 3}",
+                         *args)) as cli:
+    rc, out, err = cli.finish()
+  assert rc == 0, err
+  assert f"jaxgen: resuming from {checkpoints / str(resumed_from)} " in out
+  assert "warning" not in err and "cannot be read" not in err, err
+  assert not list(checkpoints.glob("*.unreadable"))
+  assert (checkpoints / str(resumed_from + 3)).is_dir()
+  assert steps_in_metrics(workdir)[-1] == resumed_from + 3
 
 
 def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_used(source, tmp_path, capsys):
@@ -139,53 +269,37 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_used(source, tm
 def test_killed_three_times_then_rerun_gives_the_uninterrupted_losses(source, tmp_path):
   """SIGKILL mid-training, in the middle of a save, and right after a resume."""
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "jaxgen", "train", "--config=configs/shakespeare_char_cpu.py",
-         f"--config.data.source={source}", "--config.train.steps=60",
-         "--config.train.decay_steps=60", "--config.train.log_every=1",
-         "--config.checkpoint.every_steps=7", "--config.model.num_layers=1",
-         "--config.model.embed_dim=32", "--config.data.seq_len=32",
-         "--config.eval.every_steps=0", "--config.sample.num_tokens=0",
-         "--config.train.compilation_cache_dir=", f"--workdir={workdir}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
-  repo = pathlib.Path(__file__).resolve().parents[1]
+  args = tiny_cli_args(source, workdir, "--config.train.steps=60",
+                       "--config.train.decay_steps=60", "--config.train.log_every=1",
+                       "--config.checkpoint.every_steps=7")
   checkpoints = workdir / "checkpoints"
 
-  def start():
-    return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-
   def kill_after_line(prefix, when=lambda: True):
-    proc = start()
-    try:
-      for line in proc.stdout:
-        if line.startswith(prefix) and when():
+    with Cli(args) as cli:  # killed on leaving
+      while True:
+        cli.wait_for(prefix)
+        if when():
           return
-      pytest.fail(f"the run ended before printing {prefix!r}")
-    finally:
-      proc.kill()
-      proc.wait()
 
   # 1: mid-training, once the save at step 7 is complete.
   kill_after_line("step ", when=lambda: (checkpoints / "7").is_dir())
   kill_after_line("jaxgen: resuming from")  # 2: right after a restore
   # 3: while a save is being written: Orbax writes into a temporary directory
   # and renames it only when complete, so kill as soon as one appears.
-  proc = start()
-  try:
-    deadline = time.monotonic() + 300
+  with Cli(args) as cli:
+    deadline = time.monotonic() + DEADLINE_S
     while not any(".orbax-checkpoint-tmp" in p.name for p in checkpoints.iterdir()):
-      assert proc.poll() is None and time.monotonic() < deadline, "no save was seen"
+      assert cli.proc.poll() is None and time.monotonic() < deadline, "no save was seen"
       time.sleep(0.001)
-  finally:
-    proc.kill()
-    proc.wait()
+    cli.proc.kill()
   assert any(".orbax-checkpoint-tmp" in p.name for p in checkpoints.iterdir())
-  done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-  assert done.returncode == 0, done.stderr
-  assert "jaxgen: resuming from" in done.stdout
+  with Cli(args) as cli:
+    rc, out, err = cli.finish()
+  assert rc == 0, err
+  assert "jaxgen: resuming from" in out
   whole = tmp_path / "whole"
-  subprocess.run([*cmd[:-1], f"--workdir={whole}"], cwd=repo, env=env, check=True,
-                 capture_output=True)
+  with Cli([*args[:-1], f"--workdir={whole}"]) as cli:
+    assert cli.finish()[0] == 0
   resumed, reference = last_by_step(workdir), last_by_step(whole)
   assert sorted(resumed) == list(range(1, 61))
   assert resumed == reference  # bit for bit, every step
@@ -193,7 +307,7 @@ def test_killed_three_times_then_rerun_gives_the_uninterrupted_losses(source, tm
     np.testing.assert_array_equal(a, b)
 
 
-def test_incomplete_newest_checkpoint_is_ignored(source, tmp_path):
+def test_incomplete_newest_checkpoint_is_ignored(source, tmp_path, capsys):
   run(config(source, 10), tmp_path / "run")
   checkpoints = tmp_path / "run" / "checkpoints"
   # What a crash mid-save leaves: a temporary directory with part of the files.
@@ -201,7 +315,19 @@ def test_incomplete_newest_checkpoint_is_ignored(source, tmp_path):
   shutil.copytree(checkpoints / "10", partial)
   for f in sorted(p for p in partial.rglob("*") if p.is_file())[::2]:
     f.unlink()
+  left = {p.relative_to(partial): (p.stat().st_mtime_ns, p.is_file() and p.read_bytes())
+          for p in partial.rglob("*")}
+  capsys.readouterr()
   run(config(source, 20), tmp_path / "run")
+  out, err = capsys.readouterr()
+  # Never tried: resumed from 10 at once, no warning, nothing set aside, the partial
+  # save left exactly as it was (for a person to inspect or delete).
+  assert f"jaxgen: resuming from {checkpoints / '10'} " in out
+  assert "warning" not in err and "cannot be read" not in err and "15" not in err, err
+  assert not list(checkpoints.glob("*.unreadable"))
+  assert {p.relative_to(partial): (p.stat().st_mtime_ns, p.is_file() and p.read_bytes())
+          for p in partial.rglob("*")} == left
+  assert (checkpoints / "15").is_dir() and (checkpoints / "20").is_dir()
   run(config(source, 20), tmp_path / "whole")
   resumed, whole = last_by_step(tmp_path / "run"), last_by_step(tmp_path / "whole")
   assert [resumed[i] for i in range(11, 21)] == [whole[i] for i in range(11, 21)]
@@ -212,12 +338,14 @@ def test_other_model_shape_is_refused_in_one_line_and_checkpoints_kept(source, t
   before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
   wider = config(source, 10)
   wider.model.embed_dim = 64
-  with pytest.raises(UserError, match=r"model\.embed_dim=64 \(saved: 32\)"):
+  with pytest.raises(UserError, match=r"model\.embed_dim=64 \(saved: 32\)") as err:
     run(wider, tmp_path / "run")
+  assert "\n" not in str(err.value)
   longer = config(source, 10)
   longer.train.batch_size = 8
-  with pytest.raises(UserError, match=r"train\.batch_size=8 \(saved: 16\)"):
+  with pytest.raises(UserError, match=r"train\.batch_size=8 \(saved: 16\)") as err:
     run(longer, tmp_path / "run")
+  assert "\n" not in str(err.value)
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
 
 
