@@ -21,8 +21,7 @@ from ml_collections import config_flags
 
 from jaxgen import host
 from jaxgen import metrics as metrics_lib
-from jaxgen.train.loop import model_flops_per_token
-from jaxgen.train.state import count_params
+from jaxgen.train.state import count_params, model_flops_per_token
 from synthetic import train_setup  # benchmarks/ is on the path when run as a script
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file.", lock_config=True)
