@@ -1,0 +1,29 @@
+"""Session-wide test setup: one persistent XLA compilation cache for the whole suite.
+
+Many tests build the same small models and train steps again (in-process and
+through the command line); with a cache shared by the session, and by the
+subprocesses it starts through the environment, each distinct program is
+compiled once. A command given its own `train.compilation_cache_dir` still
+uses that one, as the compilation-cache test does.
+"""
+
+import os
+import shutil
+import tempfile
+
+import jax
+
+_CACHE = tempfile.mkdtemp(prefix="jaxgen-tests-xla-cache-")
+
+
+def pytest_configure(config):
+  del config
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  jax.config.update("jax_compilation_cache_dir", _CACHE)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(_CACHE, ignore_errors=True)
