@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
@@ -48,6 +49,59 @@ def test_lstm_greedy_matches_recompute():
   graphdef, params = nnx.split(model)
   got = generate(graphdef, params, np.array([[1, 2, 3]]), 20, temperature=0.0, vocab_size=65)
   assert list(got[0]) == greedy_by_recompute(model, [1, 2, 3], 20)
+
+
+def test_long_prompt_prefilled_in_chunks_matches_recompute():
+  # 21 prompt tokens take two prefill chunks; a context of 40 is no whole
+  # number of chunks, and without max_len nothing is cropped.
+  cfg = TransformerConfig(vocab_size=128, max_len=40, num_layers=2, num_heads=2, embed_dim=32)
+  model = TransformerLM(cfg, rngs=nnx.Rngs(2))
+  graphdef, params = nnx.split(model)
+  prompt = list(np.random.default_rng(0).integers(0, 65, 21))
+  got = generate(graphdef, params, np.array([prompt]), 19, temperature=0.0, vocab_size=65)
+  assert list(got[0]) == greedy_by_recompute(model, prompt, 19)
+
+
+def _count_compiles():
+  """A list that grows by one entry per XLA compilation until `.stop()`."""
+  compiles = []
+
+  def listener(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  return compiles, lambda: jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_prompts_of_any_lengths_batched_equal_one_at_a_time_with_one_program(kind):
+  if kind == "transformer":
+    cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
+                            position="rope")
+    graphdef, params = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)))
+    max_len = 16  # windows of 8: the 12-token prompt is cropped, 20 tokens take 3 segments
+  else:
+    cfg = LSTMConfig(vocab_size=128, embed_dim=16, hidden_size=16, num_layers=2)
+    graphdef, params = nnx.split(LSTMLM(cfg, rngs=nnx.Rngs(0)))
+    max_len = None
+  rng = np.random.default_rng(1)
+  prompts = [list(rng.integers(0, 65, n)) for n in (3, 1, 12, 7)]
+  for kwargs in (dict(temperature=0.0), dict(temperature=1.0, top_k=20, seed=3)):
+    run = lambda rows, **more: generate(graphdef, params, rows, 20, vocab_size=65,
+                                        max_len=max_len, **kwargs, **more)
+    batched = run(prompts)
+    alone = [run([p], row_ids=[i])[0] for i, p in enumerate(prompts)]
+    np.testing.assert_array_equal(batched, np.stack(alone))
+  # Once compiled for a batch size, other prompt lengths and token counts
+  # reuse the program.
+  compiles, stop = _count_compiles()
+  try:
+    run([[5] * 2, [6] * 9, [7], [8] * 4])
+    generate(graphdef, params, [[5] * 5] * 4, 7, vocab_size=65, max_len=max_len, **kwargs)
+  finally:
+    stop()
+  assert compiles == []
 
 
 def test_same_seed_same_samples_and_padding_never_drawn():
