@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen.models import kv_cache, layers
 from jaxgen.models.attention import Attention, AttentionConfig
 
 REMAT_POLICIES = {
@@ -153,20 +153,19 @@ class TransformerLM(nnx.Module):
     return self.cfg.max_len
 
   def init_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> dict:
-    """An empty key/value cache with `index` 0.
+    """An empty key/value cache of `max_len` (default: the context) slots, `index` 0.
 
-    `k`, `v`: one [B, K, S, H] array per layer (a tuple), each written in
-    place by its own layer; [L, B, K, S, H] with `scan_layers`, whose layer
-    scan carries it. `index` is the next position, shared by all rows; a
-    `prefill` with per-row lengths makes it one per row ([B]).
+    `k`, `v`: one `kv_cache` buffer [B, K, S, H] per layer (a tuple), each
+    written in place by its own layer; with `scan_layers` one [L, B, K, S, H]
+    buffer, which the layer scan carries. `index` is the next position, shared
+    by all rows; a `prefill` with per-row lengths makes it one per row ([B]).
     """
     cfg = self.cfg
-    shape = (batch_size, cfg.kv_heads, max_len or cfg.max_len, cfg.head_size)
-    zeros = jnp.zeros(shape, dtype or cfg.dtype)
+    args = (batch_size, cfg.kv_heads, max_len or cfg.max_len, cfg.head_size, dtype or cfg.dtype)
     if cfg.scan_layers:
-      kv = jnp.broadcast_to(zeros, (cfg.num_layers,) + shape)
+      kv = kv_cache.empty(*args, num_layers=cfg.num_layers)
     else:
-      kv = (zeros,) * cfg.num_layers
+      kv = (kv_cache.empty(*args),) * cfg.num_layers
     return {"k": kv, "v": kv, "index": jnp.zeros((), jnp.int32)}
 
   def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
