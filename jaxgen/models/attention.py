@@ -80,8 +80,8 @@ class Attention(nnx.Module):
              layer: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Attends `T` new tokens at positions index..index+T-1 to the cache and themselves.
 
-    `cache` holds `k` and `v`, `kv_cache` buffers [B, K, S, H] (all layers'
-    [L, B, K, S, H] with this one's `layer`). `index` is one position for all
+    `cache` holds `k` and `v`, `kv_cache` buffers [B*K, S, H] (all layers'
+    [L, B*K, S, H] with this one's `layer`). `index` is one position for all
     rows (a scalar) or one per row ([B]); with `lengths_B` only each row's
     first lengths_B tokens are written. Only the new keys/values are written,
     in place.

@@ -155,18 +155,18 @@ class TransformerLM(nnx.Module):
   def init_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> dict:
     """An empty key/value cache of `max_len` (default: the context) slots, `index` 0.
 
-    `k`, `v`: one `kv_cache` buffer [B, K, S, H] per layer (a tuple), each
-    written in place by its own layer; with `scan_layers` one [L, B, K, S, H]
+    `k`, `v`: one `kv_cache` buffer [B*K, S, H] per layer (a tuple), each
+    written in place by its own layer; with `scan_layers` one [L, B*K, S, H]
     buffer, which the layer scan carries. `index` is the next position, shared
     by all rows; a `prefill` with per-row lengths makes it one per row ([B]).
     """
     cfg = self.cfg
     args = (batch_size, cfg.kv_heads, max_len or cfg.max_len, cfg.head_size, dtype or cfg.dtype)
     if cfg.scan_layers:
-      kv = kv_cache.empty(*args, num_layers=cfg.num_layers)
+      empty = lambda: kv_cache.empty(*args, num_layers=cfg.num_layers)
     else:
-      kv = (kv_cache.empty(*args),) * cfg.num_layers
-    return {"k": kv, "v": kv, "index": jnp.zeros((), jnp.int32)}
+      empty = lambda: tuple(kv_cache.empty(*args) for _ in range(cfg.num_layers))
+    return {"k": empty(), "v": empty(), "index": jnp.zeros((), jnp.int32)}
 
   def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
     """Logits [B, T, V] for `tokens_BT` placed right after the cache's contents, and the
