@@ -5,10 +5,10 @@ lengths_B, cache)` (a chunk of prompt tokens, each row's own count of them),
 `decode(tokens_BT, cache)` and `context_len`. One compiled program runs a whole
 segment of generation: the prompts, right-padded into a [B, S] token buffer,
 go in through `prefill` in chunks of `_CHUNK` tokens, in a loop that stops after
-the longest prompt; then a loop of single-token steps writes each row's new
-tokens after its own prompt in the buffer. Prompt lengths and the number of new
-tokens are run-time values, so one program (per batch size and buffer width)
-serves every prompt, and prompts of different lengths share a batch.
+the longest prompt; then a loop of single-token steps continues each row after
+its own prompt. Prompt lengths and the number of new tokens are run-time
+values, so one program (per batch size and buffer width) serves every prompt,
+and prompts of different lengths share a batch.
 """
 
 from __future__ import annotations
@@ -91,20 +91,24 @@ def _run_segment(graphdef, params, rows, num_tokens, *, width, segment, seed, ro
   buffer_BS = np.zeros((len(rows), width), np.int32)
   for b, r in enumerate(rows):
     buffer_BS[b, :len(r)] = r
-  out_BS = np.asarray(_segment(graphdef, params, jnp.asarray(buffer_BS), lengths_B,
-                               np.int32(num_tokens), np.uint32(seed),
-                               row_ids.astype(np.uint32), np.uint32(segment), **sampling))
-  columns_BN = lengths_B[:, None] + np.arange(num_tokens)
-  return np.take_along_axis(out_BS, columns_BN, axis=1)
+  tokens_SB = np.asarray(_segment(graphdef, params, jnp.asarray(buffer_BS), lengths_B,
+                                  np.int32(num_tokens), np.uint32(seed),
+                                  row_ids.astype(np.uint32), np.uint32(segment), **sampling))
+  return tokens_SB[:num_tokens].T
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2,
+@functools.partial(jax.jit, static_argnums=0,
                    static_argnames=("temperature", "top_k", "top_p", "vocab_size",
                                     "exclude_ids"))
 def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B, segment, *,
              temperature, top_k, top_p, vocab_size, exclude_ids):
-  """Prefills each row's first lengths_B tokens of the buffer, then writes
-  `num_tokens` sampled tokens after them; returns the buffer."""
+  """Prefills each row's first lengths_B tokens of the buffer, then samples
+  `num_tokens` tokens after them; returns them [S, B] (the first num_tokens rows).
+
+  New token i of every row goes to row i of the output, one in-place write
+  per step shared by all rows (cheaper than a per-row scatter into the
+  prompt buffer, which a batch-1 step on CPU feels).
+  """
   model = nnx.merge(graphdef, params)
   b, s = buffer_BS.shape
   padded_BX = jnp.pad(buffer_BS, ((0, 0), (0, -s % _CHUNK)))  # whole chunks to slice
@@ -129,7 +133,6 @@ def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B
 
   row_keys_B = jax.vmap(lambda r: jax.random.fold_in(
       jax.random.fold_in(jax.random.key(seed), r), segment))(row_ids_B)
-  rows_B = jnp.arange(b)
 
   def sample(logits_BV, i):
     keys_B = None if temperature == 0 else jax.vmap(lambda k: jax.random.fold_in(k, i))(
@@ -137,16 +140,16 @@ def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B
     return sample_logits(logits_BV, keys_B, temperature, top_k, top_p, vocab_size, exclude_ids)
 
   def step(i, carry):
-    buffer_BS, logits_BV, cache = carry
+    tokens_SB, logits_BV, cache = carry
     token_B = sample(logits_BV, i)
     logits_B1V, cache = model.decode(token_B[:, None], cache)
-    return buffer_BS.at[rows_B, lengths_B + i].set(token_B), logits_B1V[:, 0], cache
+    return tokens_SB.at[i].set(token_B), logits_B1V[:, 0], cache
 
   # The last token needs no decode step after it.
-  buffer_BS, logits_BV, _ = jax.lax.fori_loop(0, num_tokens - 1, step,
-                                              (buffer_BS, logits_BV, cache))
+  tokens_SB, logits_BV, _ = jax.lax.fori_loop(
+      0, num_tokens - 1, step, (jnp.zeros((s, b), jnp.int32), logits_BV, cache))
   last = num_tokens - 1
-  return buffer_BS.at[rows_B, lengths_B + last].set(sample(logits_BV, last))
+  return tokens_SB.at[last].set(sample(logits_BV, last))
 
 
 def sample_logits(logits_BV: jax.Array, key: jax.Array | None, temperature: float,
