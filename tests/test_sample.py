@@ -63,11 +63,12 @@ def test_long_prompt_prefilled_in_chunks_matches_recompute():
 
 
 def _count_compiles():
-  """A list that grows by one entry per XLA compilation until `.stop()`."""
+  """A list that grows by one entry per program lowered for XLA until `stop()` (counted
+  at lowering, so a persistent compilation cache's hit counts too)."""
   compiles = []
 
   def listener(event, duration, **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration":
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
       compiles.append(duration)
 
   jax.monitoring.register_event_duration_secs_listener(listener)
