@@ -5,7 +5,7 @@
 Trains `--config` (default: the issue's shape, `configs/shakespeare_char.py` in
 float32) for one step into `--workdir` unless it already holds a checkpoint,
 then samples `--max_new_tokens` after each of `--num_prompts` prompts, the
-lines of the tiny Shakespeare corpus (1 to ~60 characters), through
+lines of the bundled tiny Shakespeare corpus (1 to ~60 characters), through
 `jaxgen.sample.generate`, the function `jaxgen sample` calls. In the same
 process, and the same way (restored parameters, the model's context as the
 window), it times 64 prompts of one token: the batch-64 rate the file's rate
@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxgen import host
+from jaxgen.data import bundled
 from jaxgen.models.factory import context_limit, model_config
 from jaxgen.sample import decode
 from jaxgen.sample.restore import generate, restore
@@ -37,7 +38,6 @@ _CONFIG = flags.DEFINE_string("config", "configs/shakespeare_char.py", "Recipe t
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 1000, "Prompts in the file.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 100, "Tokens per prompt.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature.")
-_CORPUS = REPO.parent / "shared/data/tiny_shakespeare/input.txt"
 
 
 def main(argv):
@@ -49,7 +49,7 @@ def main(argv):
                     "--config.train.steps=1", "--config.train.batch_size=8",
                     "--config.eval.every_steps=0", "--config.sample.num_tokens=0"],
                    cwd=REPO, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-  lines = [l for l in _CORPUS.read_text(encoding="utf-8").splitlines() if l.strip()]
+  lines = [l for l in bundled.read("tiny_shakespeare").splitlines() if l.strip()]
   prompts = lines[:_NUM_PROMPTS.value]
   n = _MAX_NEW.value
 
