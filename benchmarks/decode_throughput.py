@@ -16,10 +16,12 @@ gets no `max_len`: no windowing, as in the peer.
 
 The peer (`hf_peer.py`, skipped with a reason when torch or transformers is
 absent, or the model has no GPT-2 counterpart) is `GPT2LMHeadModel.generate`
-with its key/value cache on a model of the same shape, in a child process.
-Calls alternate between jaxgen and the peer, so machine noise hits both
-alike; figures are medians over `--repeats`, and the load average at the
-start and end of the run is reported. Also reported, per batch size:
+with its key/value cache on a model of the same shape, in a child process,
+with each of `--threads` torch threads (on a busy 2-core machine 1 thread
+can beat 2); `ratio_vs_peer` is against the fastest. Calls alternate between
+jaxgen and the peer, so machine noise hits both alike; figures are medians
+over `--repeats`, and the load average at the start and end of the run is
+reported. Tokens/s counts prompt rows, not beams. Also reported, per batch size:
 
 - compile: seconds in tracing, lowering and XLA compilation during the first
   call, and how many programs were compiled; then how many more compile for
