@@ -147,6 +147,22 @@ def test_carry_continuation_equals_full_forward():
       jnp.concatenate(steps, axis=1), full_logits, atol=1e-5, rtol=1e-5)
 
 
+def test_prefill_stops_each_row_at_its_length():
+  # Padding after a row's last real token must leave its carry alone.
+  cfg = _config()
+  model = LSTMLM(cfg, rngs=nnx.Rngs(3))
+  tokens = _tokens(cfg.vocab_size, seed=5)
+  lengths = jnp.array([4, T])
+  prefill = nnx.jit(lambda m, x, n, cache: m.prefill(x, n, cache))
+  logits, carry = prefill(model, tokens, lengths, model.init_cache(B))
+  forward = nnx.jit(lambda m, x, carry: m.forward_with_carry(x, carry))
+  for b, n in enumerate(lengths.tolist()):
+    want_logits, want_carry = forward(model, tokens[b:b + 1, :n], model.initial_carry(1))
+    np.testing.assert_allclose(logits[b], want_logits[0, -1], atol=1e-5, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry)):
+      np.testing.assert_allclose(got[b], want[0], atol=1e-5, rtol=1e-5)
+
+
 def test_causal_through_gradients():
   cfg = _config()
   model = LSTMLM(cfg, rngs=nnx.Rngs(4))

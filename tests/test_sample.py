@@ -51,6 +51,60 @@ def test_lstm_greedy_matches_recompute():
   assert list(got[0]) == greedy_by_recompute(model, [1, 2, 3], 20)
 
 
+def test_long_prompt_prefilled_in_chunks_matches_recompute():
+  # 21 prompt tokens take two prefill chunks; a context of 40 is no whole
+  # number of chunks, and without max_len nothing is cropped.
+  cfg = TransformerConfig(vocab_size=128, max_len=40, num_layers=2, num_heads=2, embed_dim=32)
+  model = TransformerLM(cfg, rngs=nnx.Rngs(2))
+  graphdef, params = nnx.split(model)
+  prompt = list(np.random.default_rng(0).integers(0, 65, 21))
+  got = generate(graphdef, params, np.array([prompt]), 19, temperature=0.0, vocab_size=65)
+  assert list(got[0]) == greedy_by_recompute(model, prompt, 19)
+
+
+def _count_compiles():
+  """A list that grows by one entry per program lowered for XLA until `stop()` (counted
+  at lowering, so a persistent compilation cache's hit counts too)."""
+  compiles = []
+
+  def listener(event, duration, **kwargs):
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  return compiles, lambda: jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_prompts_of_any_lengths_batched_equal_one_at_a_time_with_one_program(kind):
+  if kind == "transformer":
+    cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
+                            position="rope")
+    graphdef, params = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)))
+    max_len = 16  # windows of 8: the 12-token prompt is cropped, 20 tokens take 3 segments
+  else:
+    cfg = LSTMConfig(vocab_size=128, embed_dim=16, hidden_size=16, num_layers=2)
+    graphdef, params = nnx.split(LSTMLM(cfg, rngs=nnx.Rngs(0)))
+    max_len = None
+  rng = np.random.default_rng(1)
+  prompts = [list(rng.integers(0, 65, n)) for n in (3, 1, 12, 7)]
+  for kwargs in (dict(temperature=0.0), dict(temperature=1.0, top_k=20, seed=3)):
+    run = lambda rows, **more: generate(graphdef, params, rows, 20, vocab_size=65,
+                                        max_len=max_len, **kwargs, **more)
+    batched = run(prompts)
+    alone = [run([p], row_ids=[i])[0] for i, p in enumerate(prompts)]
+    np.testing.assert_array_equal(batched, np.stack(alone))
+  # Once compiled for a batch size, other prompt lengths and token counts
+  # reuse the program.
+  compiles, stop = _count_compiles()
+  try:
+    run([[5] * 2, [6] * 9, [7], [8] * 4])
+    generate(graphdef, params, [[5] * 5] * 4, 7, vocab_size=65, max_len=max_len, **kwargs)
+  finally:
+    stop()
+  assert compiles == []
+
+
 def test_same_seed_same_samples_and_padding_never_drawn():
   cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
   graphdef, params = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)))
@@ -82,7 +136,7 @@ def test_top_p_draws_only_from_the_nucleus():
 class RiggedLM(nnx.Module):
   """A "model" whose logits are `logits_V` at every position, whatever it reads:
   its favourite tokens are chosen by the test. It has the decoding interface
-  (`init_cache`, `decode`) that `generate` uses."""
+  (`init_cache`, `prefill`, `decode`) that `generate` uses."""
 
   def __init__(self, logits_V):
     self.logits_V = nnx.Param(jnp.asarray(logits_V, jnp.float32))
@@ -96,6 +150,15 @@ class RiggedLM(nnx.Module):
     logits_V = self.logits_V[...]
     return (jnp.broadcast_to(logits_V, (b, t, logits_V.shape[0])),
             {"index": cache["index"] + t})
+
+  @property
+  def context_len(self):
+    return None  # reads any length, like an LSTM
+
+  def prefill(self, tokens_BT, lengths_B, cache):
+    del lengths_B
+    logits_BTV, cache = self.decode(tokens_BT, cache)
+    return logits_BTV[:, -1], cache
 
 
 # Ids 2 and 3 play pad and bos, 5 and 6 the vocabulary's padding past a

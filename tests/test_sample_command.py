@@ -11,6 +11,7 @@ allow at each position.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -151,12 +152,14 @@ def test_seeds_choose_the_samples(workdir):
 
 
 def test_prompts_of_several_lengths_are_batched_without_changing_results(workdir):
-  prompts = ["To be", "Whether", "To be"]
-  batched = generate(workdir, prompts, max_new_tokens=15, temperature=0)
-  assert [len(t) for t in batched] == [1, 1, 1]
-  alone = [generate(workdir, p, max_new_tokens=15, temperature=0)[0] for p in prompts]
-  assert [t[0] for t in batched] == alone
-  assert alone[0] != alone[1]
+  # One batch holds every prompt, whatever its length; each prompt's texts
+  # are those it gets alone, greedy or sampled (sample s of every prompt
+  # draws from random stream s).
+  prompts = ["To be", "Whether", "To be", "T", "And by opposing end"]
+  for kwargs in (dict(temperature=0), dict(temperature=0.8, num_samples=2, seed=4)):
+    batched = generate(workdir, prompts, max_new_tokens=15, **kwargs)
+    assert [len(t) for t in batched] == [kwargs.get("num_samples", 1)] * len(prompts)
+    assert batched == [generate(workdir, p, max_new_tokens=15, **kwargs) for p in prompts]
 
 
 def test_step_and_best_choose_the_checkpoint(overtrained, workdir):
@@ -290,38 +293,29 @@ def test_workdir_without_checkpoint(tmp_path):
 
 
 def test_command_with_prompt_file(workdir, tmp_path):
-  prompts = tmp_path / "prompts.txt"
-  prompts.write_text("To be\nWhether 'tis\n", encoding="utf-8")
-  out = _jaxgen_sample(f"--workdir={workdir}", f"--prompt_file={prompts}",
-                       "--max_new_tokens=10", "--temperature=0", "--best")
-  assert out.returncode == 0, out.stderr
-  assert "--- prompt 1/2, sample 1/1 ---\nTo be" in out.stdout
-  assert "--- prompt 2/2, sample 1/1 ---\nWhether 'tis" in out.stdout
-  missing = tmp_path / "missing.txt"
-  bad = _jaxgen_sample(f"--workdir={workdir}", f"--prompt_file={missing}")
-  assert bad.returncode == 1
-  _assert_one_error(bad, f"--prompt_file={missing} does not exist")
-
-
-def _jaxgen_sample(*flags: str) -> subprocess.CompletedProcess:
-  """`python -m jaxgen sample FLAGS` from the repo root, on one CPU device."""
+  prompts = ["To be", "Whether 'tis", "T", "And by opposing end them"]
+  path = tmp_path / "prompts.txt"
+  path.write_text("".join(p + "\n" for p in prompts), encoding="utf-8")
+  repo = pathlib.Path(__file__).resolve().parents[1]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, "-m", "jaxgen", "sample", *flags], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
-
-
-def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
-  """A non-zero exit, no traceback, and stderr exactly one `jaxgen: error:` line."""
-  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
-  assert out.returncode != 0, shown
-  assert "Traceback" not in out.stdout + out.stderr, shown
-  lines = [line for line in out.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
-  assert needle in lines[0], shown
-
-
-def _snapshot(path: pathlib.Path) -> dict[str, tuple[bytes | None, int]]:
-  """(bytes or None for a directory, mtime in ns) of `path` and everything below it."""
-  return {str(p.relative_to(path)): (None if p.is_dir() else p.read_bytes(),
-                                     p.stat().st_mtime_ns)
-          for p in [path, *sorted(path.rglob("*"))]}
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
+       f"--prompt_file={path}", "--max_new_tokens=10", "--temperature=0.8", "--num_samples=2",
+       "--best"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "--- prompt 1/4, sample 1/2 ---\nTo be" in out.stdout
+  assert "--- prompt 2/4, sample 2/2 ---\nWhether 'tis" in out.stdout
+  # The file's prompts of different lengths share batches, and each gets
+  # exactly what it gets alone.
+  texts = re.split(r"^--- prompt \d+/4, sample \d/2 ---\n", out.stdout, flags=re.M)[1:]
+  alone = [t for p in prompts for t in generate(workdir, p, max_new_tokens=10, temperature=0.8,
+                                                 num_samples=2, best=True)]
+  assert [t[:-1] for t in texts] == alone  # print ends each text with a newline
+  bad = subprocess.run(
+      [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
+       f"--prompt_file={tmp_path / 'missing.txt'}"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 1 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines() == [
+      f"jaxgen: error: --prompt_file={tmp_path / 'missing.txt'} does not exist"]

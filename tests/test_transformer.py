@@ -173,6 +173,28 @@ def test_kv_cache_decoding_equals_full_forward(name):
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama", "scan_remat"])
+def test_prefill_of_rows_with_their_own_lengths_equals_full_forward(name):
+  # Rows of different lengths share a batch: each row's first lengths_B
+  # tokens of a chunk are real, the rest is padding the cache must not keep.
+  m = model(**{**VARIANTS[name], "dropout": 0.0})
+  x = tokens(t=12, seed=4)
+  full = m(x)
+  lengths = jnp.array([5, 9])
+  prefill = nnx.jit(lambda m, x, n, cache: m.prefill(x, n, cache))
+  first, cache = prefill(m, x[:, :6], jnp.minimum(lengths, 6), m.init_cache(2))
+  second, cache = prefill(m, x[:, 6:], jnp.clip(lengths - 6, 0, 6), cache)
+  assert cache["index"].tolist() == [5, 9]
+  np.testing.assert_allclose(first[0], full[0, 4], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(second[1], full[1, 8], rtol=1e-4, atol=1e-4)
+  # Each row continues after its own last token: per-row positions from here.
+  logits, cache = nnx.jit(lambda m, x, cache: m.decode(x, cache))(
+      m, jnp.stack([x[0, 5:6], x[1, 9:10]]), cache)
+  assert cache["index"].tolist() == [6, 10]
+  np.testing.assert_allclose(logits[:, 0], jnp.stack([full[0, 5], full[1, 9]]), rtol=1e-4,
+                             atol=1e-4)
+
+
 def test_scanned_layers_compute_the_same_function_as_a_loop():
   loop = model(position="rope")
   scan = model(position="rope", scan_layers=True)

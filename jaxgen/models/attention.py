@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgen.models import kv_cache
 from jaxgen.models.params import param
 
 BACKENDS = ("auto", "xla", "cudnn")
@@ -74,26 +75,24 @@ class Attention(nnx.Module):
                        backend=self.cfg.backend)
     return self._project_out(out_BTNH)
 
-  def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array) -> tuple[jax.Array, dict]:
+  def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array,
+             lengths_B: jax.Array | None = None,
+             layer: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Attends `T` new tokens at positions index..index+T-1 to the cache and themselves.
 
-    `cache` holds `k` and `v` of shape [B, S, K, H]; the new keys/values are
-    written at `index` and the updated cache is returned. T > 1 is a prefill.
+    `cache` holds `k` and `v`, `kv_cache` buffers [B*K, S, H] (all layers'
+    [L, B*K, S, H] with this one's `layer`). `index` is one position for all
+    rows (a scalar) or one per row ([B]); with `lengths_B` only each row's
+    first lengths_B tokens are written. Only the new keys/values are written,
+    in place.
     """
-    t = x_BTD.shape[1]
-    positions_BT = jnp.broadcast_to(index + jnp.arange(t), x_BTD.shape[:2])
+    b, t, _ = x_BTD.shape
+    positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
     q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD, positions_BT)
-    k_BSKH = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BTKH.astype(cache["k"].dtype),
-                                                 index, axis=1)
-    v_BSKH = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BTKH.astype(cache["v"].dtype),
-                                                 index, axis=1)
-    s = k_BSKH.shape[1]
-    # Query i (absolute position index+i) sees cache slots 0..index+i; later
-    # slots are either empty or in its future.
-    mask_TS = jnp.arange(s)[None, :] <= (index + jnp.arange(t))[:, None]
-    out_BTNH = xla_attention(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
-                             mask=mask_TS[None, None])
-    return self._project_out(out_BTNH), {"k": k_BSKH, "v": v_BSKH}
+    cache = {name: kv_cache.write(cache[name], new_BTKH, index, positions_BT, lengths_B, layer)
+             for name, new_BTKH in (("k", k_BTKH), ("v", v_BTKH))}
+    out_BTNH = kv_cache.attend(q_BTNH, cache["k"], cache["v"], positions_BT, layer)
+    return self._project_out(out_BTNH), cache
 
   def _project_qkv(self, x_BTD, positions_BT):
     dt = self.cfg.dtype

@@ -117,6 +117,33 @@ class LSTMLM(nnx.Module):
     """Logits for `tokens_BT` continuing from `cache`, and the new cache."""
     return self.forward_with_carry(tokens_BT, cache)
 
+  @property
+  def context_len(self) -> None:
+    """An LSTM reads sequences of any length (the sampler's interface)."""
+    return None
+
+  def prefill(
+      self, tokens_BT: jax.Array, lengths_B: jax.Array, cache: Carry
+  ) -> tuple[jax.Array, Carry]:
+    """Continues each row by its first `lengths_B` tokens (the rest is padding).
+
+    Returns the logits [B, V] after each row's last real token and the new
+    carry; a row's carry stops at its last real token, so padding leaves it
+    as it was (and a row with length 0 gets its previous logits again).
+    """
+    embedding_VD = self.embedding[...].astype(self.cfg.dtype)
+    tokens_TB = tokens_BT.T
+    valid_TB = jnp.arange(tokens_TB.shape[0])[:, None] < lengths_B
+    x_TBD = jnp.take(embedding_VD, tokens_TB, axis=0, mode="clip")
+    new_carry = []
+    for layer, layer_carry in zip(self.layers, cache):
+      x_TBD, layer_carry = layer.recur_masked(layer.project(x_TBD), layer_carry, valid_TB)
+      new_carry.append(layer_carry)
+    h_BH = new_carry[-1][0]
+    logits_BV = jnp.dot(h_BH.astype(self.cfg.dtype), self.head_w[...].astype(self.cfg.dtype),
+                        preferred_element_type=jnp.float32)
+    return logits_BV + self.head_b[...].astype(jnp.float32), tuple(new_carry)
+
   def _forward_embedded(
       self, x_BTD: jax.Array, carry: Carry, *,
       dropout_rng: jax.Array | None = None
@@ -199,6 +226,26 @@ class LSTMLayer(nnx.Module):
                                     self.unroll)
     return h_TBH, (h_BH, c_BH)
 
+  def recur_masked(
+      self, gates_in_TBG: jax.Array, carry: tuple[jax.Array, jax.Array],
+      valid_TB: jax.Array
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """`recur` where a row's carry only advances at its valid steps (decoding only:
+    no hand-written gradient)."""
+    w_hh_HG = self.w_hh[...].astype(self.dtype)
+    scale_G = _gate_scale(w_hh_HG.shape[0])
+
+    def step(carry, xs):
+      gates_in_BG, valid_B1 = xs
+      h_BH, c_BH, _ = _cell(gates_in_BG, *carry, w_hh_HG, scale_G)
+      carry = tuple(jnp.where(valid_B1, new, old) for new, old in zip((h_BH, c_BH), carry))
+      return carry, carry[0].astype(self.dtype)
+
+    carry = tuple(a.astype(jnp.float32) for a in carry)
+    carry, h_TBH = jax.lax.scan(step, carry, (gates_in_TBG, valid_TB[:, :, None]),
+                                unroll=self.unroll)
+    return h_TBH, carry
+
 
 # The recurrence has a hand-written VJP, as cuDNN does: autodiff of the scan
 # would accumulate dL/dW_hh inside the backward loop, one thin
@@ -223,22 +270,26 @@ def _recurrence_fwd(
   scale_G = _gate_scale(w_hh_HG.shape[0])
 
   def step(carry, gates_in_BG):
-    h_BH, c_BH = carry
-    gates_BG = gates_in_BG + jnp.dot(
-        h_BH.astype(dtype), w_hh_HG, preferred_element_type=jnp.float32)
-    # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so one tanh over all four gates
-    # gives every activation in one fused elementwise pass.
-    acts_BG = jnp.tanh(gates_BG * scale_G) * scale_G + (1 - scale_G)
-    i_BH, f_BH, g_BH, o_BH = jnp.split(acts_BG, 4, axis=-1)
-    # Gate math and the cell state stay fp32 even when matmuls are bf16.
-    c_BH = f_BH * c_BH + i_BH * g_BH
-    h_BH = o_BH * jnp.tanh(c_BH)
+    h_BH, c_BH, acts_BG = _cell(gates_in_BG, *carry, w_hh_HG, scale_G)
     return (h_BH, c_BH), (h_BH.astype(dtype), c_BH, acts_BG)
 
   (h_BH, c_BH), (h_TBH, c_TBH, acts_TBG) = jax.lax.scan(
       step, (h0_BH, c0_BH), gates_in_TBG, unroll=unroll)
   residuals = (w_hh_HG, h0_BH, c0_BH, h_TBH, c_TBH, acts_TBG)
   return (h_TBH, h_BH, c_BH), residuals
+
+
+def _cell(gates_in_BG, h_BH, c_BH, w_hh_HG, scale_G):
+  """One step of the cell: the new (h, c) in float32 and the gate activations."""
+  gates_BG = gates_in_BG + jnp.dot(
+      h_BH.astype(w_hh_HG.dtype), w_hh_HG, preferred_element_type=jnp.float32)
+  # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so one tanh over all four gates
+  # gives every activation in one fused elementwise pass.
+  acts_BG = jnp.tanh(gates_BG * scale_G) * scale_G + (1 - scale_G)
+  i_BH, f_BH, g_BH, o_BH = jnp.split(acts_BG, 4, axis=-1)
+  # Gate math and the cell state stay fp32 even when matmuls are bf16.
+  c_BH = f_BH * c_BH + i_BH * g_BH
+  return o_BH * jnp.tanh(c_BH), c_BH, acts_BG
 
 
 def _recurrence_bwd(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen.models import kv_cache, layers
 from jaxgen.models.attention import Attention, AttentionConfig
 
 REMAT_POLICIES = {
@@ -103,8 +103,8 @@ class Block(nnx.Module):
     h_BTD = self.mlp(self.mlp_norm(x_BTD))
     return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_mlp).astype(x_BTD.dtype)
 
-  def decode(self, x_BTD, cache, index):
-    h_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), cache, index)
+  def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
+    h_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), cache, index, lengths_B, layer)
     x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
     return x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype), cache
 
@@ -147,46 +147,84 @@ class TransformerLM(nnx.Module):
     x_BTD = self._run_blocks(block_fn, x_BTD)
     return self._logits(x_BTD)
 
+  @property
+  def context_len(self) -> int:
+    """The longest sequence the model reads (its learned position table's size)."""
+    return self.cfg.max_len
+
   def init_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> dict:
-    """An empty key/value cache: `k`, `v` of shape [L, B, S, K, H] and `index` 0."""
+    """An empty key/value cache of `max_len` (default: the context) slots, `index` 0.
+
+    `k`, `v`: one `kv_cache` buffer [B*K, S, H] per layer (a tuple), each
+    written in place by its own layer; with `scan_layers` one [L, B*K, S, H]
+    buffer, which the layer scan carries. `index` is the next position, shared
+    by all rows; a `prefill` with per-row lengths makes it one per row ([B]).
+    """
     cfg = self.cfg
-    shape = (cfg.num_layers, batch_size, max_len or cfg.max_len, cfg.kv_heads, cfg.head_size)
-    zeros = jnp.zeros(shape, dtype or cfg.dtype)
-    return {"k": zeros, "v": zeros, "index": jnp.zeros((), jnp.int32)}
+    args = (batch_size, cfg.kv_heads, max_len or cfg.max_len, cfg.head_size, dtype or cfg.dtype)
+    if cfg.scan_layers:
+      empty = lambda: kv_cache.empty(*args, num_layers=cfg.num_layers)
+    else:
+      empty = lambda: tuple(kv_cache.empty(*args) for _ in range(cfg.num_layers))
+    return {"k": empty(), "v": empty(), "index": jnp.zeros((), jnp.int32)}
 
   def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
-    """Logits for `tokens_BT` placed right after the cache's contents, and the new cache.
-
-    A prompt goes in as one call (prefill); each generated token after it
-    as a call with T=1.
+    """Logits [B, T, V] for `tokens_BT` placed right after the cache's contents, and the
+    new cache. A prompt can go in as one call; each generated token after it as a
+    call with T=1.
     """
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, None)
+    return self._logits(x_BTD), cache
+
+  def prefill(self, tokens_BT: jax.Array, lengths_B: jax.Array,
+              cache: dict) -> tuple[jax.Array, dict]:
+    """Appends each row's first `lengths_B` tokens (the rest is padding) to the cache.
+
+    Returns the logits [B, V] after each row's last new token (meaningless
+    for a row with length 0) and the cache, whose index is now one per row.
+    Only those logits go through the output head, not the padding's.
+    """
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, lengths_B)
+    last_B = jnp.maximum(lengths_B - 1, 0)
+    x_B1D = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)
+    return self._logits(x_B1D)[:, 0], cache
+
+  def _decode_hidden(self, tokens_BT, cache, lengths_B):
+    """The final hidden states for tokens after the cache's contents, and the new cache."""
     index = cache["index"]
-    t = tokens_BT.shape[1]
-    positions_BT = jnp.broadcast_to(index + jnp.arange(t), tokens_BT.shape)
+    b, t = tokens_BT.shape
+    positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
     x_BTD = self._embed(tokens_BT, positions_BT)
 
     if self.cfg.scan_layers:
       graphdef, state = nnx.split(self.blocks)
 
-      def body(x_BTD, xs):
-        layer_state, k, v = xs
-        x_BTD, kv = nnx.merge(graphdef, layer_state).decode(x_BTD, {"k": k, "v": v}, index)
-        return x_BTD, (kv["k"], kv["v"])
+      # The stacked cache rides in the carry, so each layer writes its new
+      # keys/values in place; reading them takes a slice of its layer.
+      def body(carry, xs):
+        x_BTD, kv = carry
+        layer_state, layer = xs
+        return nnx.merge(graphdef, layer_state).decode(x_BTD, kv, index, lengths_B, layer), None
 
-      x_BTD, (k, v) = jax.lax.scan(body, x_BTD, (state, cache["k"], cache["v"]))
+      (x_BTD, kv), _ = jax.lax.scan(body, (x_BTD, {"k": cache["k"], "v": cache["v"]}),
+                                    (state, jnp.arange(self.cfg.num_layers)))
+      k, v = kv["k"], kv["v"]
     else:
       ks, vs = [], []
-      for i, block in enumerate(self.blocks):
-        x_BTD, kv = block.decode(x_BTD, {"k": cache["k"][i], "v": cache["v"][i]}, index)
+      for block, k, v in zip(self.blocks, cache["k"], cache["v"]):
+        x_BTD, kv = block.decode(x_BTD, {"k": k, "v": v}, index, lengths_B)
         ks.append(kv["k"])
         vs.append(kv["v"])
-      k, v = jnp.stack(ks), jnp.stack(vs)
-    return self._logits(x_BTD), {"k": k, "v": v, "index": index + t}
+      k, v = tuple(ks), tuple(vs)
+    advance = t if lengths_B is None else lengths_B
+    return x_BTD, {"k": k, "v": v, "index": index + advance}
 
   def _embed(self, tokens_BT, positions_BT):
     x_BTD = self.embed(tokens_BT).astype(self.cfg.dtype)
     if self.cfg.position == "learned":
-      x_BTD += jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.cfg.dtype)
+      # "clip": a padding token's position may run past the table when decoding.
+      x_BTD += jnp.take(self.pos_embed[...], positions_BT, axis=0,
+                        mode="clip").astype(self.cfg.dtype)
     return x_BTD
 
   def _logits(self, x_BTD):

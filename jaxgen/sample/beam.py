@@ -76,9 +76,9 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
   v = logits_BPV.shape[-1]
   if eos_id is not None and eos_id >= v:
     raise UserError(f"eos_id={eos_id} is not below the model's vocabulary size {v}")
-  axes = _batch_axes(model, p + n)
+  layout = _batch_layout(model, p + n)
   # Row b*K + j of the tiled cache is beam j of prompt row b.
-  cache = _map_batch_arrays(lambda x, a: jnp.repeat(x, k, axis=a), cache, axes)
+  cache = _map_rows(lambda x, a: jnp.repeat(x, k, axis=a), cache, layout)
 
   def log_probs(logits_MV):
     return jax.nn.log_softmax(mask_logits(logits_MV, vocab_size, exclude_ids), axis=-1)
@@ -121,7 +121,7 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
     beams, logp_BKV, cache = carry
     beams, parent_BK, token_BK = select(beams, logp_BKV, i)
     rows_M = (jnp.arange(b)[:, None] * k + parent_BK).reshape(b * k)
-    cache = _map_batch_arrays(lambda x, a: jnp.take(x, rows_M, axis=a), cache, axes)
+    cache = _map_rows(lambda x, a: jnp.take(x, rows_M, axis=a), cache, layout)
     logits_M1V, cache = model.decode(token_BK.reshape(b * k, 1), cache)
     return (beams, log_probs(logits_M1V[:, 0]).reshape(b, k, v), cache), None
 
@@ -137,19 +137,34 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
   return jnp.take_along_axis(seqs_BCN, best_BK[:, :, None], axis=1), scores_BK
 
 
-def _batch_axes(model, cache_len: int) -> list[int | None]:
-  """Per cache leaf, the axis that grows with the batch (None for e.g. a scalar index).
+def _batch_layout(model, cache_len: int) -> list[tuple[int, int] | None]:
+  """Per cache leaf, the axis that grows with the batch and its entries per row (None for
+  e.g. a scalar index).
 
   Found by comparing the cache's shapes for batch 1 and 2, so any model's
-  cache layout works (Transformer k/v [L, B, S, K, H], LSTM (h, c) [B, H]).
+  cache layout works (Transformer k/v [B*K, S, H]: K entries per row; LSTM
+  (h, c) [B, H]: one).
   """
   one = jax.tree.leaves(jax.eval_shape(lambda: model.init_cache(1, cache_len)))
   two = jax.tree.leaves(jax.eval_shape(lambda: model.init_cache(2, cache_len)))
-  return [next((ax for ax, (s1, s2) in enumerate(zip(x1.shape, x2.shape)) if s1 != s2), None)
-          for x1, x2 in zip(one, two)]
+  layout = []
+  for x1, x2 in zip(one, two):
+    axis = next((ax for ax, (s1, s2) in enumerate(zip(x1.shape, x2.shape)) if s1 != s2), None)
+    layout.append(None if axis is None else (axis, x1.shape[axis]))
+  return layout
 
 
-def _map_batch_arrays(fn, cache, axes):
-  """`fn(leaf, batch_axis)` on every cache leaf that has a batch axis; others unchanged."""
+def _map_rows(fn, cache, layout):
+  """`fn(leaf, axis)` on every cache leaf that has a batch axis, seen with one entry per
+  row on that axis (a row's entries moved as one); others unchanged."""
   leaves, treedef = jax.tree.flatten(cache)
-  return treedef.unflatten([x if ax is None else fn(x, ax) for x, ax in zip(leaves, axes)])
+  out = []
+  for x, lay in zip(leaves, layout):
+    if lay is None:
+      out.append(x)
+      continue
+    axis, per_row = lay
+    shape = x.shape
+    rows = x.reshape(shape[:axis] + (shape[axis] // per_row, per_row) + shape[axis + 1:])
+    out.append(fn(rows, axis).reshape(shape[:axis] + (-1,) + shape[axis + 1:]))
+  return treedef.unflatten(out)
