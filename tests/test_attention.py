@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxgen.models import kv_cache
 from jaxgen.models.attention import Attention, AttentionConfig, apply_rope, resolve_backend
 
 
@@ -77,7 +78,8 @@ def test_kv_cache_steps_equal_full_forward():
   attn = make(num_heads=4, num_kv_heads=2, use_rope=True)
   x = jax.random.normal(jax.random.key(5), (2, 9, 32))
   full = attn(x, jnp.broadcast_to(jnp.arange(9), (2, 9)))
-  cache = {"k": jnp.zeros((2, 12, 2, 8)), "v": jnp.zeros((2, 12, 2, 8))}
+  cache = {"k": kv_cache.empty(2, 2, 12, 8, jnp.float32),
+           "v": kv_cache.empty(2, 2, 12, 8, jnp.float32)}
   out, cache = attn.decode(x[:, :4], cache, jnp.int32(0))  # prefill
   outs = [out]
   for i in range(4, 9):

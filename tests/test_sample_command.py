@@ -319,3 +319,27 @@ def test_command_with_prompt_file(workdir, tmp_path):
   assert bad.returncode == 1 and "Traceback" not in bad.stderr
   assert bad.stderr.strip().splitlines() == [
       f"jaxgen: error: --prompt_file={tmp_path / 'missing.txt'} does not exist"]
+
+
+def _jaxgen_sample(*flags: str) -> subprocess.CompletedProcess:
+  """`python -m jaxgen sample FLAGS` from the repo root, on one CPU device."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "jaxgen", "sample", *flags], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
+  """A non-zero exit, no traceback, and stderr exactly one `jaxgen: error:` line."""
+  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+  assert out.returncode != 0, shown
+  assert "Traceback" not in out.stdout + out.stderr, shown
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
+  assert needle in lines[0], shown
+
+
+def _snapshot(path: pathlib.Path) -> dict[str, tuple[bytes | None, int]]:
+  """(bytes or None for a directory, mtime in ns) of `path` and everything below it."""
+  return {str(p.relative_to(path)): (None if p.is_dir() else p.read_bytes(),
+                                     p.stat().st_mtime_ns)
+          for p in [path, *sorted(path.rglob("*"))]}
