@@ -122,17 +122,20 @@ def initialize(launch: Launch, dist: Any) -> str:
   except Exception as e:  # XLA raises its own runtime error types for these
     text = " ".join(str(e).split())
     if "DEADLINE_EXCEEDED" in text or "timed out" in text.lower() or "UNAVAILABLE" in text:
-      raise UserError(
-          f"process {launch.process_id} of {launch.num_processes} could not join the job "
-          f"at coordinator {_coordinator(launch)} within {dist.initialization_timeout_s} s; "
-          "check that process 0 runs and that "
-          "the address is reachable from this host "
-          "(distributed.initialization_timeout_s waits longer)") from None
+      raise UserError(join_failure(launch, dist)) from None
     raise
   devices = ",".join(f"{d.platform}:{d.id}" for d in jax.local_devices())
   return (f"jaxgen: process {jax.process_index()} of {jax.process_count()}, local devices "
           f"[{devices}], coordinator {_coordinator(launch)} "
           f"({launch.source})")
+
+
+def join_failure(launch: Launch, dist: Any) -> str:
+  """What to say when this process could not join the job in time."""
+  return (f"process {launch.process_id} of {launch.num_processes} could not join the job at "
+          f"coordinator {_coordinator(launch)} within {dist.initialization_timeout_s} s; "
+          "check that process 0 runs and that the address is reachable from this host "
+          "(distributed.initialization_timeout_s waits longer)")
 
 
 def shutdown() -> None:

@@ -136,7 +136,8 @@ def _join_job(cfg) -> None:
   if not supervise.is_worker():
     sys.stdout.flush()
     sys.exit(supervise.run([sys.executable, *sys.orig_argv[1:]], launch.process_id,
-                           _WORKDIR.value, show_all=flags.FLAGS["verbosity"].present))
+                           _WORKDIR.value, show_all=flags.FLAGS["verbosity"].present,
+                           join_failure=distributed.join_failure(launch, cfg.distributed)))
   print(distributed.initialize(launch, cfg.distributed), flush=True)
 
 

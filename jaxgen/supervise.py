@@ -44,12 +44,21 @@ _UNHEALTHY = re.compile(r"tasks are unhealthy \(stopped sending heartbeats\):\s*
 _GLOO = re.compile(r"\[Gloo\]|connected peer ranks")
 
 
+# The worker's start line, printed once it has joined the job.
+_START = re.compile(r"jaxgen: process \d+ of \d+, ")
+
+
 def is_worker() -> bool:
   return os.environ.get(CHILD_ENV) == "1"
 
 
-def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool) -> int:
-  """Runs `argv` as the worker; returns the exit status this process should have."""
+def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool,
+        join_failure: str) -> int:
+  """Runs `argv` as the worker; returns the exit status this process should have.
+
+  `join_failure` is the line for a worker that aborts before it has joined
+  the job (the runtime aborts when the coordinator cannot be reached).
+  """
   env = dict(os.environ, **{CHILD_ENV: "1", "PYTHONUNBUFFERED": "1"})
   child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            preexec_fn=_worker_preexec)
@@ -57,9 +66,10 @@ def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool) -> in
               for s in (signal.SIGTERM, signal.SIGINT)}
   held: collections.deque[str] = collections.deque(maxlen=_KEPT)
   said = threading.Event()  # the worker printed its own error line
+  joined = threading.Event()  # the worker printed its start line
   readers = [threading.Thread(target=_pump, args=(child.stderr, held, said, show_all),
                               daemon=True),
-             threading.Thread(target=_pump_stdout, args=(child.stdout, held, show_all),
+             threading.Thread(target=_pump_stdout, args=(child.stdout, held, joined, show_all),
                               daemon=True)]
   for reader in readers:
     reader.start()
@@ -73,14 +83,14 @@ def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool) -> in
   if status == 0 or said.is_set():
     return status
   text = list(held)
+  if any(_LOST.search(line) for line in text) and not joined.is_set():
+    _say(join_failure)
+    return 1
   if any(_LOST.search(line) for line in text):
     lost = _lost_process(text, process_id)
-    sys.stderr.write(
-        f"jaxgen: error: {lost} was lost (it exited or stopped responding), so process "
-        f"{process_id} stops too; see that process's own log for why, then run the same "
-        f"launch again: every process resumes from the newest complete checkpoint in "
-        f"{workdir}/checkpoints\n")
-    sys.stderr.flush()
+    _say(f"{lost} was lost (it exited or stopped responding), so process {process_id} "
+         "stops too; see that process's own log for why, then run the same launch again: "
+         f"every process resumes from the newest complete checkpoint in {workdir}/checkpoints")
     return 1
   if not show_all:  # a crash: what was held explains it
     sys.stderr.writelines(line if line.endswith("\n") else line + "\n" for line in text)
@@ -101,10 +111,17 @@ def _pump(stream, held, said, show_all: bool) -> None:
       out.flush()
 
 
-def _pump_stdout(stream, held, show_all: bool) -> None:
+def _say(message: str) -> None:
+  sys.stderr.write(f"jaxgen: error: {message}\n")
+  sys.stderr.flush()
+
+
+def _pump_stdout(stream, held, joined, show_all: bool) -> None:
   out = sys.__stdout__
   for raw in iter(stream.readline, b""):
     line = raw.decode("utf-8", "replace")
+    if _START.match(line):
+      joined.set()
     if _GLOO.search(line) and not show_all:  # the collectives' connection log
       held.append(line)
     else:

@@ -81,14 +81,16 @@ trap '' INT
 
 status=0
 while ((${#running[@]} > 0)); do
-  finished=""
-  if wait -n -p finished "${!running[@]}"; then rc=0; else rc=$?; fi
-  [[ -n $finished ]] || continue  # a trapped signal interrupted the wait
-  unset "running[$finished]"
-  if ((rc != 0 && status == 0)); then
-    status=$rc
-    ((${#running[@]} == 0)) || kill -KILL "${!running[@]}" 2>/dev/null || true
-  fi
+  for pid in "${!running[@]}"; do
+    kill -0 "$pid" 2>/dev/null && continue  # still running
+    if wait "$pid"; then rc=0; else rc=$?; fi  # bash keeps the status of reaped children
+    unset "running[$pid]"
+    if ((rc != 0 && status == 0)); then
+      status=$rc
+      ((${#running[@]} == 0)) || kill -KILL "${!running[@]}" 2>/dev/null || true
+    fi
+  done
+  sleep 0.2
 done
 wait  # the output prefixers
 exit "$status"

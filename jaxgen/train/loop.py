@@ -202,9 +202,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       _close(train_iter)
       ckpt.close()
       writer.close()
-  if stop and primary:  # only now is the stop's checkpoint complete on disk
-    print(f"jaxgen: stopped at step {int(state.step)} with a checkpoint in {ckpt.directory}; "
-          "run the same command to resume", flush=True)
+  # Only now is the stop's checkpoint complete on disk. With several
+  # processes each says so: their logs show they stopped at the same step.
+  if stop and (primary or jax.process_count() > 1):
+    who = f"process {jax.process_index()} " if jax.process_count() > 1 else ""
+    print(f"jaxgen: {who}stopped at step {int(state.step)} with a checkpoint in "
+          f"{ckpt.directory}; run the same command to resume", flush=True)
   return last
 
 
