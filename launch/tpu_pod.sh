@@ -68,15 +68,24 @@ done
 
 # One word as the shell would need it typed: bare when safe, else single-quoted.
 quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./~-]+$ && $1 != "~"* ]]; then
+  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
     printf '%s' "$1"
   else
     printf "'%s'" "${1//\'/\'\\\'\'}"
   fi
 }
+# A command-line argument: the same, but an option's value quoted alone (--name='a b').
+quote_arg() {
+  if [[ $1 =~ ^(--[A-Za-z0-9_.-]+=)(.*)$ ]]; then
+    printf '%s' "${BASH_REMATCH[1]}"
+    quote "${BASH_REMATCH[2]}"
+  else
+    quote "$1"
+  fi
+}
 join() {
   local word line=""
-  for word in "$@"; do line+="${line:+ }$(quote "$word")"; done
+  for word in "$@"; do line+="${line:+ }$(quote_arg "$word")"; done
   printf '%s' "$line"
 }
 # Print a command line (quoted so it can be pasted), then run it unless --dry-run.
@@ -94,7 +103,10 @@ git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 ||
   die "$repo is not a git repository: the code is shipped with git archive"
 # A stash commit holds the working tree's tracked files, uncommitted edits included;
 # git stash create changes nothing (no stash entry, no files touched).
-tree=$(git -C "$repo" stash create)
+# (An identity is given for that commit alone, as git refuses to make one without it.)
+tree=$(GIT_AUTHOR_NAME=tpu_pod.sh GIT_AUTHOR_EMAIL=tpu_pod.sh@localhost \
+  GIT_COMMITTER_NAME=tpu_pod.sh GIT_COMMITTER_EMAIL=tpu_pod.sh@localhost \
+  git -C "$repo" stash create)
 tree=${tree:-$(git -C "$repo" rev-parse HEAD)}
 tarball=${TMPDIR:-/tmp}/jaxgen-tpu-$tpu.tar.gz
 
