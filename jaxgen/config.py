@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.steps = 20  # batches per evaluation
   c.eval.batch_size = 0  # 0: same as train.batch_size
   # After the last step, also the loss over the whole validation split in one
-  # pass (`val_loss_full_split`): exact where eval.steps samples. One process only.
+  # pass (`val_loss_full_split`): exact where eval.steps samples.
   c.eval.full_split_at_end = True
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -82,6 +82,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
+  # How many ways of mesh.data / mesh.fsdp cross hosts (data-centre network):
+  # the rest of each axis, and all of mesh.tensor, stay within a host. 1 keeps
+  # the plain device order, which puts process boundaries on the data axis.
+  c.mesh.dcn_data = 1
+  c.mesh.dcn_fsdp = 1
+
+  # Several processes (hosts) form one job through JAX's distributed runtime.
+  # Unset keys come from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  # JAX_PROCESS_ID and JAX_LOCAL_DEVICE_IDS, then from a cluster JAX detects
+  # (SLURM, Open MPI, TPU pods, Kubernetes); with none, one plain process.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""  # host:port of process 0
+  c.distributed.num_processes = 0  # 0: not set here
+  c.distributed.process_id = -1  # -1: not set here
+  c.distributed.local_device_ids = ""  # e.g. "0,1"; '': not set here
+  c.distributed.initialization_timeout_s = 300  # waiting for every process to join
+  # A process silent this long counts as lost, and the others stop.
+  c.distributed.heartbeat_timeout_s = 30
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_tokens = 300  # sample printed at the end of training; 0 skips it

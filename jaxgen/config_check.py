@@ -127,7 +127,16 @@ _CHECKPOINT = {
 }
 _MESH_SIZE = _int(1, 1 << 20, also=((-1, "all devices left over"),))
 _MESH = {"data": _MESH_SIZE, "fsdp": _MESH_SIZE, "tensor": _MESH_SIZE,
-         "logical_axis_rules": None}  # a sequence of pairs: checked by _check_rules
+         "logical_axis_rules": None,  # a sequence of pairs: checked by _check_rules
+         "dcn_data": _int(1, 1 << 20), "dcn_fsdp": _int(1, 1 << 20)}
+_DISTRIBUTED = {
+    "coordinator_address": Rule(str, what="host:port"),
+    "num_processes": _int(0, 1 << 20, also=((0, "not set"),)),
+    "process_id": _int(0, 1 << 20, also=((-1, "not set"),)),
+    "local_device_ids": Rule(str, what="comma-separated device ids"),
+    "initialization_timeout_s": _int(1, 1 << 20),
+    "heartbeat_timeout_s": _int(1, 1 << 20),
+}
 _SAMPLE = {
     "num_tokens": _int(0),
     "prompt": Rule(str),
@@ -172,7 +181,7 @@ _LSTM = {
 # Section -> key -> Rule; `model` depends on model.type.
 RULES: dict[str, dict[str, Rule | None]] = {
     "data": _DATA, "train": _TRAIN, "eval": _EVAL, "checkpoint": _CHECKPOINT,
-    "mesh": _MESH, "sample": _SAMPLE,
+    "mesh": _MESH, "sample": _SAMPLE, "distributed": _DISTRIBUTED,
 }
 MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM}
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -272,6 +281,7 @@ def _check_relations(cfg: Any) -> None:
   require(sizes.count(-1) <= 1,
            "mesh.data, mesh.fsdp and mesh.tensor: at most one may be -1 (all devices left "
            f"over), got {', '.join(f'{a}={s}' for a, s in zip(MESH_AXES, sizes))}")
+  _check_distributed(cfg.distributed)
   require(d.tokenizer != "sentencepiece" or bool(d.tokenizer_path),
            "data.tokenizer='sentencepiece' needs data.tokenizer_path: the .model file "
            "(`jaxgen tokenizer train` writes one)")
@@ -298,6 +308,21 @@ def _check_relations(cfg: Any) -> None:
   require(m.vocab_size == 0 or m.vocab_size >= 3,
            f"model.vocab_size={m.vocab_size} is too small to hold pad, bos and eos; use 0 "
            "(the tokenizer's) or a size at least the tokenizer's")
+
+
+def _check_distributed(dist: Any) -> None:
+  address = dist.coordinator_address
+  host, _, port = address.rpartition(":")
+  require(not address or (host and port.isdigit() and 0 < int(port) < 65536),
+          f"distributed.coordinator_address={address!r} is not host:port; use e.g. "
+          "'10.0.0.1:1234' (process 0's host and a free port), or '' to leave it unset")
+  ids = dist.local_device_ids
+  require(not ids or all(i.strip().isdigit() for i in ids.split(",")),
+          f"distributed.local_device_ids={ids!r} is not a comma-separated list of device "
+          "ids; use e.g. '0,1', or '' for all of this host's devices")
+  n, i = dist.num_processes, dist.process_id
+  require(not n or i < n, f"distributed.process_id={i} is not below distributed."
+          f"num_processes={n}; processes are numbered 0 to {n - 1}")
 
 
 def require(ok: bool, message: str) -> None:

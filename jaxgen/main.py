@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgen import config_check, logs
+from jaxgen import config_check, distributed, logs, supervise
 from jaxgen.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -86,11 +86,14 @@ def _run_command(argv: list[str]) -> None:
   try:
     if command != "sample":
       config_check.check(_CONFIG.value)  # every key, before anything runs
+    if command == "train":
+      _join_job(_CONFIG.value)  # before anything touches a JAX backend
     if command not in ("sample", "plan"):  # a dry run writes no compilation cache
       _setup_jax(_CONFIG.value)
     if command == "train":
       from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
       train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      distributed.shutdown()
     elif command == "sample":
       _sample()
     elif command == "plan":
@@ -119,6 +122,22 @@ _MISSING = {
                "checkpoints",
     "vocab_size": "--vocab_size is required: the number of SentencePiece pieces, e.g. 1024",
 }
+
+
+def _join_job(cfg) -> None:
+  """Joins a multi-process job, if this is one of its processes; otherwise nothing.
+
+  The job's work runs in a child process (see `supervise`), so that losing
+  another process ends this one with a line rather than a runtime abort.
+  """
+  launch = distributed.resolve(cfg.distributed)
+  if not launch.multi_process:
+    return
+  if not supervise.is_worker():
+    sys.stdout.flush()
+    sys.exit(supervise.run([sys.executable, *sys.orig_argv[1:]], launch.process_id,
+                           _WORKDIR.value, show_all=flags.FLAGS["verbosity"].present))
+  print(distributed.initialize(launch, cfg.distributed), flush=True)
 
 
 def _sample() -> None:

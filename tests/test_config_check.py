@@ -75,6 +75,14 @@ BAD = {
     "mesh.fsdp": ["0", "-5"],
     "mesh.tensor": ["0", "-3"],
     "mesh.logical_axis_rules": [],  # a tuple of pairs: see test_bad_logical_axis_rules
+    "mesh.dcn_data": ["0", "-1"],
+    "mesh.dcn_fsdp": ["0"],
+    "distributed.coordinator_address": ["localhost", "10.0.0.1:port", ":1234", "h:70000"],
+    "distributed.num_processes": ["-1"],
+    "distributed.process_id": ["-2"],
+    "distributed.local_device_ids": ["0;1", "a,b"],
+    "distributed.initialization_timeout_s": ["0"],
+    "distributed.heartbeat_timeout_s": ["0", "-5"],
     "sample.num_tokens": ["-1"],
     "sample.prompt": [],
     "sample.temperature": ["-0.5"],
@@ -120,6 +128,8 @@ RELATIONS = [
     (TRANSFORMER_RECIPE, ["--config.model.position=rope", "--config.model.head_dim=7"],
      "model.position"),
     (LSTM_RECIPE, ["--config.data.mode=pack"], "data.mode"),
+    (TRANSFORMER_RECIPE, ["--config.distributed.num_processes=2",
+                          "--config.distributed.process_id=2"], "distributed.process_id"),
 ]
 
 

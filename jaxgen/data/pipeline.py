@@ -79,7 +79,7 @@ def make_dataset(docs: Sequence[str], tokenizer: PipelineTokenizer, *,
     raise UserError(f"data prefetch is {prefetch}; it must be 0 or more")
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} is outside [0, {shard_count})")
-  if len(docs) < shard_count:
+  if mode != "windows" and len(docs) < shard_count:  # windows split rows, not documents
     raise UserError(f"the data has {len(docs)} documents, fewer than the "
                     f"{shard_count} hosts that each need some; use more data "
                     "or fewer hosts")
@@ -163,6 +163,12 @@ def _windows(docs, tokenizer, seq_len, batch_size, seed, repeat, shard_index,
                       shard_index * batch_size, batch_size)
   return grain.MapDataset.range(num_batches).map(make).to_iter_dataset(
       _read_options(prefetch))
+
+
+def windows_state(batch_index: int) -> dict[str, Any]:
+  """The state of a windows iterator about to produce global batch `batch_index`,
+  whatever the number of hosts."""
+  return {"next_index": int(batch_index)}
 
 
 # Concatenate and split.

@@ -64,7 +64,7 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, like, sharding=None, *, step: int | None = None, data_iterator=None,
-              check_meta=None) -> tuple[Any, int]:
+              check_meta=None, reposition=None) -> tuple[Any, int]:
     """(state, step) from checkpoint `step`, or from the newest readable one.
 
     Each value takes `like`'s sharding (arrays or ShapeDtypeStructs), or
@@ -74,18 +74,25 @@ class Checkpointer:
     (another model, another tokenizer). Without `step`, a checkpoint that
     fails to read (truncated or garbled files) is reported in one line and
     the one before it is used; saves cut off mid-way are never listed.
+
+    Each process saves its own iterator position, so a checkpoint written by
+    another number of processes has none for this one: `reposition(meta,
+    step)` must then place `data_iterator` itself, or raise UserError.
     """
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding), like)
-    items = {"state": ocp.args.StandardRestore(abstract)}
-    if data_iterator is not None:
-      items["data"] = _data_restore_args(data_iterator)
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     for s in steps:
       try:
         meta = self.meta(s)
         if check_meta is not None:
           check_meta(meta)
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if data_iterator is not None:
+          if meta.get("processes", 1) == jax.process_count():
+            items["data"] = _data_restore_args(data_iterator)
+          else:
+            reposition(meta, s)
         return self._manager.restore(s, args=ocp.args.Composite(**items))["state"], s
       except UserError:
         raise
@@ -146,13 +153,16 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception) -> None:
     path = self.directory / str(step)
     aside = ""
-    if not self.read_only:
+    # With several processes, each would rename it: it stays in place, and
+    # the next save of this step replaces it.
+    if not self.read_only and jax.process_count() == 1:
       # Kept for inspection, out of the way of the next save at this step.
       path.rename(path.with_name(f"{step}.unreadable"))
       self._manager.reload()
       aside = f", moved to {step}.unreadable"
-    print(f"jaxgen: warning: checkpoint {path} cannot be read ({_short(error)}){aside}; "
-          "trying the one before it", file=sys.stderr, flush=True)
+    if jax.process_index() == 0:
+      print(f"jaxgen: warning: checkpoint {path} cannot be read ({_short(error)}){aside}; "
+            "trying the one before it", file=sys.stderr, flush=True)
 
 
 class _IteratorState:

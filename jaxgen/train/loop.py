@@ -18,7 +18,7 @@ import numpy as np
 from jaxgen import config_check
 from jaxgen import metrics as metrics_lib
 from jaxgen.data import sources
-from jaxgen.data.pipeline import make_dataset
+from jaxgen.data.pipeline import make_dataset, windows_state
 from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
                                    tokenizer_from_spec)
 from jaxgen.errors import UserError
@@ -80,22 +80,31 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   if cfg.eval.every_steps and cfg.eval.steps:
     # Unshuffled and from the start every time: each evaluation sees the same batches.
     eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
-    # Hosts' shares of a split differ in length, so one pass is single-process only.
-    if cfg.eval.get("full_split_at_end", False) and hosts == 1:
+    if cfg.eval.get("full_split_at_end", False):
       full_eval_data = _full_pass(data, eval_docs, eval_batch, d.mode)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len)
-  meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec()}
+  # The process count says whose iterator positions a checkpoint holds.
+  meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
+          "processes": hosts}
   return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
                meta)
 
 
 def _full_pass(data, docs, batch_size: int, mode: str):
-  """Every validation token once: non-overlapping windows, or packed documents."""
+  """Every validation token once: non-overlapping windows, or packed documents.
+
+  Every process reads the whole split and keeps its own rows of each global
+  batch: per-process shares of the documents would give the processes
+  different numbers of batches.
+  """
   try:
-    return data(docs, batch_size=batch_size, seed=0, shuffle=False, repeat=False,
-                mode="pack" if mode == "pack" else "concat")
+    whole = data(docs, batch_size=batch_size, seed=0, shuffle=False, repeat=False,
+                 mode="pack" if mode == "pack" else "concat", shard_index=0, shard_count=1)
   except UserError:  # a split too short to fill one batch: the sampled loss must do
     return None
+  rows = batch_size // jax.process_count()
+  mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+  return whole.map(lambda batch: {k: v[mine] for k, v in batch.items()})
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -114,8 +123,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = iter(s.train_data)
   if ckpt.latest_step() is not None:
     try:
-      state, restored_step = ckpt.restore(state, data_iterator=train_iter,
-                                          check_meta=functools.partial(_check_compatible, s))
+      state, restored_step = ckpt.restore(
+          state, data_iterator=train_iter, check_meta=functools.partial(_check_compatible, s),
+          reposition=functools.partial(_reposition, cfg.data.mode, train_iter))
     except BaseException:
       _close(train_iter)
       ckpt.close()
@@ -141,7 +151,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
   last = {}
   pending = None  # (step, device metrics) of the step before the one in flight
-  with StopRequest() as stop:
+  with StopRequest(multi_process=jax.process_count() > 1) as stop:
     try:
       for step in range(int(state.step), t.steps):
         batch = sharding.put_batch(next(train_iter), batch_sh)
@@ -153,7 +163,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           last.update(_report(writer, *pending))
         pending = (step + 1, step_metrics)
         last_step = step + 1 == t.steps
-        save = last_step or bool(stop) or ckpt.due(step + 1)
+        stopping = stop.should_stop(step + 1)
+        save = last_step or stopping or ckpt.due(step + 1)
         evaluate_now = bool(cfg.eval.every_steps and cfg.eval.steps) and (
             (step + 1) % cfg.eval.every_steps == 0 or last_step)
         if save or evaluate_now:
@@ -174,7 +185,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if save:
           ckpt.save(step + 1, state, meta=s.meta, val_loss=val_loss,
                     data_state=json.dumps(train_iter.get_state()).encode())
-        if stop:
+        if stopping:
           break
       if pending is not None:
         last.update(_report(writer, *pending))
@@ -240,6 +251,20 @@ def _sample_text(cfg, s: Setup, graphdef, params) -> str:
                     vocab_size=s.tokenizer.vocab_size, max_len=max_len,
                     exclude_ids=(s.tokenizer.pad_id, s.tokenizer.bos_id))
   return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
+
+
+def _reposition(mode: str, train_iter, meta: dict, step: int) -> None:
+  """Continues the data stream of a checkpoint from another number of processes."""
+  saved = meta.get("processes", 1)
+  if mode != "windows":
+    raise UserError(
+        f"the checkpoint of step {step} was written by {saved} process(es), and "
+        f"data.mode={mode!r} keeps each process's own position in its share of the data, "
+        f"which {jax.process_count()} process(es) cannot take over without replaying or "
+        f"skipping data; resume with {saved} process(es), or start a new --workdir "
+        "(data.mode='windows' streams do not depend on the process count)")
+  # A windows batch is a function of the seed and its index alone.
+  train_iter.set_state(windows_state(step))
 
 
 def _check_compatible(s: Setup, meta: dict) -> None:

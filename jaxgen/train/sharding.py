@@ -17,17 +17,47 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxgen import config_check
+from jaxgen.errors import UserError
 
 MESH_AXES = config_check.MESH_AXES
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A data x fsdp x tensor mesh; a size of -1 takes the devices left over."""
+  """A data x fsdp x tensor mesh; a size of -1 takes the devices left over.
+
+  `mesh.dcn_data` / `mesh.dcn_fsdp` ways of those axes cross hosts (TPU
+  slices, or processes elsewhere), the rest stay within one; by default the
+  devices simply go in JAX's order, process by process.
+  """
   devices = list(devices if devices is not None else jax.devices())
   shape = config_check.mesh_shape(mesh_cfg, len(devices))
+  dcn = {"data": mesh_cfg.get("dcn_data", 1), "fsdp": mesh_cfg.get("dcn_fsdp", 1), "tensor": 1}
+  if math.prod(dcn.values()) > 1:
+    grid = _hybrid_grid(shape, dcn, devices)
+  else:
+    grid = np.asarray(devices).reshape([shape[a] for a in MESH_AXES])
   # Auto axis types: sharding is propagated by XLA from the annotations we give.
-  return Mesh(np.asarray(devices).reshape([shape[a] for a in MESH_AXES]), MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  return Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def _hybrid_grid(shape: dict[str, int], dcn: dict[str, int], devices) -> np.ndarray:
+  from jax.experimental import mesh_utils
+  for axis in ("data", "fsdp"):
+    if shape[axis] % dcn[axis]:
+      raise UserError(f"mesh.dcn_{axis}={dcn[axis]} does not divide mesh.{axis}="
+                      f"{shape[axis]}; the across-host ways must divide the axis")
+  slices = {getattr(d, "slice_index", None) for d in devices}
+  hosts = {d.process_index for d in devices}
+  granules = math.prod(dcn.values())
+  by_slice = None not in slices and len(slices) == granules
+  if not by_slice and len(hosts) != granules:
+    raise UserError(f"mesh.dcn_data * mesh.dcn_fsdp = {granules} must equal the number of "
+                    f"hosts ({len(hosts)} processes"
+                    f"{f', {len(slices)} TPU slices' if None not in slices else ''}); set "
+                    "them so, or leave both at 1")
+  ici = [shape[a] // dcn[a] for a in MESH_AXES]
+  return mesh_utils.create_hybrid_device_mesh(ici, [dcn[a] for a in MESH_AXES], devices,
+                                              process_is_granule=not by_slice)
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
