@@ -83,7 +83,8 @@ def test_sbatch_runs_two_tasks_as_one_jaxgen_job(tmp_path):
 
   task_logs = [logs / f"jaxgen-{job_id}-{t}.log" for t in range(2)]
   texts = [p.read_text() if p.exists() else f"({p.name} missing)" for p in task_logs]
-  batch_log = (tmp_path / f"batch-{job_id}.out").read_text()
+  batch_path = tmp_path / f"batch-{job_id}.out"
+  batch_log = batch_path.read_text() if batch_path.exists() else "(missing)"
   detail = f"{state}\nbatch log:\n{batch_log}\n" + "\n".join(
       f"task {t} log:\n{text}" for t, text in enumerate(texts))
   assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), detail
