@@ -49,6 +49,8 @@ start() {
 
   local node cpus ctld_port slurmd_port
   node=$(hostname -s)
+  # JAX's SLURM detection names the coordinator by this node name: it must resolve.
+  getent hosts "$node" >/dev/null || die "this host's name $node does not resolve (add it to /etc/hosts)"
   cpus=$(nproc)
   ctld_port=$(free_port)
   slurmd_port=$(free_port)

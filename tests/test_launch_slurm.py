@@ -96,3 +96,23 @@ def test_sbatch_runs_two_tasks_as_one_jaxgen_job(tmp_path):
   assert sorted(got) == sorted(expected) == list(range(1, 7))
   for step, loss in expected.items():
     assert got[step] == pytest.approx(loss, abs=1e-5), (step, got, expected)
+
+
+def test_one_failing_task_ends_the_whole_job(tmp_path):
+  """--kill-on-bad-exit: task 1 fails at once, and task 0 (which would sleep for minutes) is
+  ended with it instead of holding the allocation."""
+  _cluster_or_skip()
+  logs = tmp_path / "logs"
+  script = 'echo "task $SLURM_PROCID"; if [ "$SLURM_PROCID" = 1 ]; then exit 3; fi; sleep 300'
+  submit = run(["sbatch", "--parsable", "--ntasks=2", "--time=5", "--job-name=jaxgen-test",
+                f"--output={tmp_path}/batch-%j.out", str(LAUNCH / "slurm.sbatch"), "--",
+                "bash", "-c", script],
+               timeout=30, env=clean_env(JAXGEN_LOG_DIR=str(logs)))
+  assert submit.returncode == 0, submit.stderr
+  job_id = submit.stdout.strip().split(";")[0]
+  start = time.monotonic()
+  state = _wait(job_id, 90)
+  assert time.monotonic() - start < 60, state
+  assert state["JobState"] == "FAILED", state
+  assert [(logs / f"jaxgen-{job_id}-{t}.log").read_text().splitlines()[0] for t in range(2)] \
+      == ["task 0", "task 1"]
