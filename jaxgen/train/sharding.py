@@ -30,14 +30,18 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices simply go in JAX's order, process by process.
   """
   devices = list(devices if devices is not None else jax.devices())
+  # Auto axis types: sharding is propagated by XLA from the annotations we give.
+  return Mesh(device_grid(mesh_cfg, devices), MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def device_grid(mesh_cfg, devices: Sequence[Any]) -> np.ndarray:
+  """The devices arranged data x fsdp x tensor, as `make_mesh` uses them."""
   shape = config_check.mesh_shape(mesh_cfg, len(devices))
   dcn = {"data": mesh_cfg.get("dcn_data", 1), "fsdp": mesh_cfg.get("dcn_fsdp", 1), "tensor": 1}
   if math.prod(dcn.values()) > 1:
-    grid = _hybrid_grid(shape, dcn, devices)
-  else:
-    grid = np.asarray(devices).reshape([shape[a] for a in MESH_AXES])
-  # Auto axis types: sharding is propagated by XLA from the annotations we give.
-  return Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    return _hybrid_grid(shape, dcn, devices)
+  return np.asarray(devices).reshape([shape[a] for a in MESH_AXES])
 
 
 def _hybrid_grid(shape: dict[str, int], dcn: dict[str, int], devices) -> np.ndarray:
