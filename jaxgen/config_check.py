@@ -346,8 +346,15 @@ def launch_problems(cfg: Any, num_devices: int, num_processes: int = 1) -> list[
     # A mesh with the wrong device count still says how the batch would split.
     shape = sizes if -1 not in sizes.values() else None
   if shape is not None:
-    problems += batch_problems(cfg, shape, num_processes)
+    problems += dcn_problems(cfg.mesh, shape) + batch_problems(cfg, shape, num_processes)
   return problems
+
+
+def dcn_problems(mesh_cfg: Any, shape: dict[str, int]) -> list[str]:
+  """The across-host sizes (mesh.dcn_data, mesh.dcn_fsdp) against the mesh `shape`."""
+  return [f"mesh.dcn_{axis}={mesh_cfg.get(f'dcn_{axis}', 1)} does not divide mesh.{axis}="
+          f"{shape[axis]}; the across-host ways must divide the axis"
+          for axis in ("data", "fsdp") if shape[axis] % mesh_cfg.get(f"dcn_{axis}", 1)]
 
 
 def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from tests.helpers import write_corpus
+from jaxgen.errors import UserError
+from tests.helpers import one_line, write_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "local_multiprocess.sh"
@@ -130,23 +131,37 @@ def reference(tmp_path_factory):
   return corpus, workdir
 
 
-def test_two_processes_train_as_one_with_all_devices(reference, tmp_path, job_factory):
+def test_two_processes_train_as_one_with_all_devices(reference, tmp_path):
   corpus, one = reference
   workdir = tmp_path / "two"
-  job = job_factory(_args(corpus, workdir), workdir, 2, 2)
-  assert job.wait() == [0, 0], job.output(0) + job.output(1)
+  env = {k: v for k, v in _env(1).items() if k not in _JOB_VARIABLES}
+  run = subprocess.run(["bash", str(LAUNCH), "2", "2", "--", *_args(corpus, workdir)], env=env,
+                       cwd=ROOT, capture_output=True, text=True, timeout=2 * TIMEOUT)
+  assert run.returncode == 0, run.stdout + run.stderr
   want, got = _losses(one), _losses(workdir)
   assert sorted(got) == list(range(1, STEPS + 1))  # each step written once
   assert max(abs(got[s] - want[s]) for s in want) < 1e-5
   for key in ("val_loss", "val_loss_full_split"):
     assert abs(_losses(workdir, key)[STEPS] - _losses(one, key)[STEPS]) < 1e-5, key
   # Process 1 says only where it stands; process 0 writes everything else.
-  start_lines = [line for line in job.output(1).splitlines() if line.strip()]
-  assert start_lines == [next(line for line in start_lines if "process 1 of 2" in line)]
-  assert "local devices [cpu:" in start_lines[0]
-  assert "coordinator 127.0.0.1:" in start_lines[0] and "JAX_PROCESS_ID" in start_lines[0]
-  assert f"step {STEPS}/{STEPS}" in job.output(0)
+  lines = (run.stdout + run.stderr).splitlines()
+  assert [line for line in lines if line.startswith("[1] ")] == [next(
+      line for line in lines if line.startswith("[1] jaxgen: process 1 of 2, "))]
+  start = next(line for line in lines if line.startswith("[0] jaxgen: process 0 of 2, "))
+  assert "local devices [cpu:0,cpu:1]" in start and "coordinator 127.0.0.1:" in start
+  assert f"[0] step {STEPS}/{STEPS} | loss" in run.stdout
+  assert "Gloo" not in run.stdout + run.stderr  # the collectives' connection log is held
   assert _checkpoints(workdir) == [STEPS]
+
+
+def test_concat_and_pack_refuse_another_process_count_in_one_line():
+  from jaxgen.train import loop
+  for mode in ("concat", "pack"):
+    with pytest.raises(UserError) as err:
+      loop._reposition(mode, None, {"processes": 2}, 10)
+    message = one_line(err)
+    assert "written by 2 process(es)" in message and "resume with 2 process(es)" in message
+    assert f"data.mode={mode!r}" in message and "data.mode='windows'" in message
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step(reference, tmp_path, job_factory):

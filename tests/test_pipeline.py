@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxgen.data.batches import WindowSampler
-from jaxgen.data.pipeline import describe, make_dataset
+from jaxgen.data.pipeline import windows_state, describe, make_dataset
 from jaxgen.errors import UserError
 
 PAD, EOS, BOS = 0, 1, 2
@@ -116,6 +116,20 @@ def test_windows_global_stream_independent_of_host_count():
           one[j][k], np.concatenate([hosts[0][j][k], hosts[1][j][k]]))
   # The window targets are the inputs shifted by one within the stream.
   np.testing.assert_array_equal(one[0]["inputs"][:, 1:], one[0]["targets"][:, :-1])
+
+
+def test_windows_state_is_the_batch_index_on_any_host_count():
+  # A checkpoint from 2 hosts restores on 1 by this state alone (train/loop.py).
+  docs, tok = _random_docs(), ByteTokenizer()
+  kw = dict(seq_len=8, mode="windows", seed=11)
+  one = _take(make_dataset(docs, tok, batch_size=6, **kw), 5)
+  two = iter(make_dataset(docs, tok, batch_size=3, shard_index=1, shard_count=2, **kw))
+  for _ in range(3):
+    next(two)
+  assert two.get_state() == windows_state(3)
+  resumed = iter(make_dataset(docs, tok, batch_size=6, **kw))
+  resumed.set_state(windows_state(3))
+  _assert_batches_equal([next(resumed), next(resumed)], one[3:5])
 
 
 def test_windows_single_pass_is_finite():

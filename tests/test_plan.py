@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -148,7 +149,8 @@ def test_llama_1b_fits_one_h200_but_not_one_tpu_v5e():
                        "--json")
   assert result.returncode == 1
   report = json.loads(result.stdout)
-  lines = result.stderr.splitlines()
+  # XLA's own C++ warnings (e.g. slow constant folding on a loaded machine) aside.
+  lines = [line for line in result.stderr.splitlines() if not re.match(r"[IWE]\d{4} ", line)]
   assert len(lines) == 1 and lines[0].startswith("jaxgen: error: the train step needs "), lines
   assert "16 GiB of one tpu_v5e" in lines[0]
   assert report["fits"] is False and report["errors"] == [lines[0][len("jaxgen: error: "):]]

@@ -70,7 +70,12 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
   model_cfg = model_config(cfg.model, tokenizer_vocab_size(cfg, vocab_size), seq_len)
   optimizer, schedule = make_optimizer(t)
   graphdef, abstract = abstract_train_state(model_cfg, optimizer, t.seed)
-  mesh = sharding.make_mesh(cfg.mesh, devices)
+  # Stand-in devices are one process: the across-host layout changes which
+  # host holds a shard, not its size, so the plan lays the axes out plainly.
+  mesh_cfg = cfg.mesh.copy_and_resolve_references()
+  with mesh_cfg.unlocked():
+    mesh_cfg.dcn_data = mesh_cfg.dcn_fsdp = 1
+  mesh = sharding.make_mesh(mesh_cfg, devices)
   state_sh = sharding.state_shardings(abstract, mesh, rules)
   dp = sharding.data_parallel_size(mesh, rules)
   tokens_per_step = t.batch_size * seq_len

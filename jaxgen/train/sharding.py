@@ -46,10 +46,9 @@ def device_grid(mesh_cfg, devices: Sequence[Any]) -> np.ndarray:
 
 def _hybrid_grid(shape: dict[str, int], dcn: dict[str, int], devices) -> np.ndarray:
   from jax.experimental import mesh_utils
-  for axis in ("data", "fsdp"):
-    if shape[axis] % dcn[axis]:
-      raise UserError(f"mesh.dcn_{axis}={dcn[axis]} does not divide mesh.{axis}="
-                      f"{shape[axis]}; the across-host ways must divide the axis")
+  problems = config_check.dcn_problems({f"dcn_{a}": dcn[a] for a in dcn}, shape)
+  if problems:
+    raise UserError(problems[0])
   slices = {getattr(d, "slice_index", None) for d in devices}
   hosts = {d.process_index for d in devices}
   granules = math.prod(dcn.values())
