@@ -156,8 +156,9 @@ class MetricsWriter:
     self._print(f"[{tag} @ step {step}]\n{text}")
     self._pause()
 
-  def close(self, summary: dict[str, Any] | None = None) -> None:
-    """Prints a summary line, closes files and writes WORKDIR/loss.png."""
+  def close(self, summary: dict[str, Any] | None = None, *, finished: bool = True) -> None:
+    """Prints a summary line (not for a run that failed: it did not finish),
+    closes files and writes WORKDIR/loss.png."""
     if not self._enabled or self._closed:
       return
     self._closed = True
@@ -180,7 +181,8 @@ class MetricsWriter:
       if mfu is not None:
         parts.append(f"mfu {mfu:.1%}")
     parts += [f"{k} {_fmt(v)}" for k, v in (summary or {}).items()]
-    self._print(" | ".join(parts))
+    if finished:
+      self._print(" | ".join(parts))
     try:
       plot_loss_curve(self._jsonl_path, os.path.join(self._workdir, "loss.png"))
     except ImportError as e:  # a plot is not worth failing a finished run

@@ -92,10 +92,16 @@ def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool,
          "stops too; see that process's own log for why, then run the same launch again: "
          f"every process resumes from the newest complete checkpoint in {workdir}/checkpoints")
     return 1
-  if not show_all:  # a crash: what was held explains it
+  if status > 0 and not show_all:  # a crash: what was held explains it
     sys.stderr.writelines(line if line.endswith("\n") else line + "\n" for line in text)
     sys.stderr.flush()
-  return status if status > 0 else 128 - status
+  if status < 0:  # e.g. the kernel's out-of-memory killer
+    _say(f"process {process_id}'s worker (pid {child.pid}) was killed by "
+         f"{signal.Signals(-status).name}; if the system ran out of memory, lower "
+         "train.batch_size or use more devices, then run the same launch again to resume "
+         f"from the newest complete checkpoint in {workdir}/checkpoints")
+    return 128 - status
+  return status
 
 
 def _pump(stream, held, said, show_all: bool) -> None:

@@ -150,6 +150,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       is_primary=primary, start_step=int(state.step))
 
   last = {}
+  finished = False  # a run that raises prints no summary line
   pending = None  # (step, device metrics) of the step before the one in flight
   with StopRequest(multi_process=jax.process_count() > 1) as stop:
     try:
@@ -198,10 +199,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         text = _sample_text(cfg, s, graphdef, state.params)
         writer.text(t.steps, "sample", text)
         last["sample"] = text
+      finished = True
     finally:
       _close(train_iter)
       ckpt.close()
-      writer.close()
+      writer.close(finished=finished)
   # Only now is the stop's checkpoint complete on disk. With several
   # processes each says so: their logs show they stopped at the same step.
   if stop and (primary or jax.process_count() > 1):
