@@ -34,7 +34,7 @@ def random_workdir(path: pathlib.Path, cfg, tokenizer=None, seed: int = 0) -> pa
   tokenizer = tokenizer or CharTokenizer.from_text(TEXT)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
   model = create_model(model_cfg, nnx.Rngs(params=seed))
-  flat = flat_params.flatten(nnx.state(model, nnx.Param), model_cfg.scan_layers)
+  flat = flat_params.flatten(nnx.state(model, nnx.Param), getattr(model_cfg, "scan_layers", False))
   rng = np.random.default_rng(seed)
   for name, x in flat.items():
     if name.endswith(".scale"):

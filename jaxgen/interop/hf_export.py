@@ -35,7 +35,11 @@ def export(workdir: str, out: str, *, step: int | None = None, best: bool = Fals
   _, params, cfg, tokenizer = restore(workdir, step=step, best=best)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
   flat = flat_params.flatten(params, getattr(model_cfg, "scan_layers", False))
-  vocab = tokenizer.vocab_size  # padded rows are cut back to the tokenizer's ids
+  # Padded rows are cut back to the tokenizer's ids. An imported model keeps its own
+  # vocabulary, which HF checkpoints often make larger than their tokenizer's.
+  vocab = tokenizer.vocab_size
+  if tokenizer.kind == "hf":
+    vocab = max(vocab, cfg.model.get("vocab_size", 0))
   special = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
              "pad_token_id": tokenizer.pad_id}
   if isinstance(model_cfg, LSTMConfig):

@@ -63,24 +63,24 @@ def _with_specials(tok, specials: list[tuple[int, str]]):
 
 def _char(tokenizer) -> str:
   from tokenizers import Tokenizer, decoders, models
-  vocab = {c: i for i, c in enumerate(tokenizer.chars)}
+  pad, bos, eos = _SPECIAL_NAMES["char"]
+  specials = [(tokenizer.pad_id, pad), (tokenizer.bos_id, bos), (tokenizer.eos_id, eos)]
+  vocab = {c: i for i, c in enumerate(tokenizer.chars)} | {t: i for i, t in specials}
   tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
   tok.decoder = decoders.Fuse()
-  pad, bos, eos = _SPECIAL_NAMES["char"]
-  return _with_specials(tok, [(tokenizer.pad_id, pad), (tokenizer.bos_id, bos),
-                              (tokenizer.eos_id, eos)])
+  return _with_specials(tok, specials)
 
 
 def _byte(tokenizer) -> str:
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers
   byte_chars = _bytes_to_unicode()
-  vocab = {byte_chars[b]: b + 3 for b in range(256)}
+  pad, bos, eos = _SPECIAL_NAMES["byte"]
+  specials = [(tokenizer.pad_id, pad), (tokenizer.bos_id, bos), (tokenizer.eos_id, eos)]
+  vocab = {byte_chars[b]: b + 3 for b in range(256)} | {t: i for i, t in specials}
   tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
   tok.decoder = decoders.ByteLevel()
-  pad, bos, eos = _SPECIAL_NAMES["byte"]
-  return _with_specials(tok, [(tokenizer.pad_id, pad), (tokenizer.bos_id, bos),
-                              (tokenizer.eos_id, eos)])
+  return _with_specials(tok, specials)
 
 
 def _sentencepiece(tokenizer) -> str:

@@ -166,8 +166,8 @@ def _replace_checkpoints(wd: pathlib.Path, state, meta: dict, data_state: bytes)
 def _pad_vocab(flat: dict[str, np.ndarray], vocab: int) -> dict[str, np.ndarray]:
   """Zero rows (columns for the head) up to the padded vocabulary."""
   flat = dict(flat)
-  table = flat["embed.table"]
-  if table.shape[0] < vocab:
+  table = flat.get("embed.table")
+  if table is not None and table.shape[0] < vocab:
     flat["embed.table"] = np.concatenate(
         [table, np.zeros((vocab - table.shape[0],) + table.shape[1:], table.dtype)])
   if "head" in flat and flat["head"].shape[-1] < vocab:
