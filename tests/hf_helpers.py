@@ -45,11 +45,13 @@ def random_workdir(path: pathlib.Path, cfg, tokenizer=None, seed: int = 0) -> pa
   return workdir.write(path, cfg, tokenizer, flat, origin="test")
 
 
-def jaxgen_logits(wd, tokens_BT: np.ndarray) -> np.ndarray:
+def jaxgen_logits(wd, tokens_BT: np.ndarray, cut: bool = True) -> np.ndarray:
+  """Logits of the workdir's newest checkpoint; `cut` drops the padded vocabulary."""
   from jaxgen.sample.restore import restore
   graphdef, params, _, tokenizer = restore(str(wd))
   model = nnx.merge(graphdef, params)
-  return np.asarray(jax.jit(lambda t: model(t))(tokens_BT))[..., :tokenizer.vocab_size]
+  logits = np.asarray(jax.jit(lambda t: model(t))(tokens_BT))
+  return logits[..., :tokenizer.vocab_size] if cut else logits
 
 
 def jaxgen_greedy(wd, prompt_ids: np.ndarray, n: int) -> np.ndarray:

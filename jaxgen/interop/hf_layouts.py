@@ -134,6 +134,7 @@ def to_hf(cfg: TransformerConfig, params: dict[str, np.ndarray],
         out[b + "self_attn.o_proj.bias"] = take(p + "attn.bo")
         out[b + "mlp.up_proj.bias"] = take(p + "mlp.bi")
         out[b + "mlp.down_proj.bias"] = take(p + "mlp.bo")
+        out[b + "mlp.gate_proj.bias"] = np.zeros((f,), np.float32)  # jaxgen has none
     out["model.norm.weight"] = take("final_norm.scale")
   if not cfg.tie_embeddings:
     out["lm_head.weight"] = take("head")[:, :vocab_size].T
@@ -256,6 +257,9 @@ def from_hf(kind: str, cfg: TransformerConfig, tensors: dict[str, np.ndarray]
         p[q + "attn.bo"] = take(b + "self_attn.o_proj.bias")
         p[q + "mlp.bi"] = take(b + "mlp.up_proj.bias")
         p[q + "mlp.bo"] = take(b + "mlp.down_proj.bias")
+        if np.any(take(b + "mlp.gate_proj.bias")):
+          raise UserError(f"{b}mlp.gate_proj.bias is not zero; jaxgen's SwiGLU has no gate "
+                          "bias, so this checkpoint cannot be imported exactly")
     p["final_norm.scale"] = take("model.norm.weight")
   if not cfg.tie_embeddings:
     p["head"] = take("lm_head.weight").T
