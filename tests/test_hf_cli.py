@@ -18,6 +18,7 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers is a test-only dependency (CI installs it)")
 
 from jaxgen.data.tokenizer import ByteTokenizer  # noqa: E402
+from tests.hf_helpers import GPT2_LAYOUT, random_workdir, run_config  # noqa: E402
 from tests.test_hf_import import save_random_hf  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -103,6 +104,14 @@ def test_cli_errors_are_one_line(tmp_path):
   one_error(jaxgen("export", f"--workdir={tmp_path}", f"--out={tmp_path / 'o'}",
                    "--max_shard_size=lots"), "--max_shard_size=lots")
   assert not (tmp_path / "run").exists() and not (tmp_path / "hf").exists()
+  wd = random_workdir(tmp_path / "run", run_config(**GPT2_LAYOUT))
+  one_error(jaxgen("export", f"--workdir={wd}", f"--out={tmp_path / 'hf'}", "--step=7"),
+            "has no checkpoint at step 7")
+  one_error(jaxgen("export", f"--workdir={wd}", f"--out={tmp_path / 'hf'}", "--best"),
+            "validation loss")
+  one_error(jaxgen("import", f"--hf={tmp_path / 'src'}", f"--workdir={wd}"),
+            "not a local directory")
+  assert not (tmp_path / "hf").exists()
 
 
 def test_byte_tokenizer_round_trip_through_hf_files(tmp_path):

@@ -19,6 +19,7 @@ state-dict names.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
@@ -54,8 +55,9 @@ def hf_config(cfg: TransformerConfig, vocab_size: int, special: dict[str, int | 
   kind = family(cfg)
   common = {"architectures": [ARCHITECTURES[kind]], "vocab_size": vocab_size,
             "tie_word_embeddings": cfg.tie_embeddings,
-            # transformers 4.x reads torch_dtype, 5.x dtype.
-            "torch_dtype": "float32", "dtype": "float32", "use_cache": True, **special}
+            # transformers 4.x reads torch_dtype, 5.x dtype: the weights' own.
+            "torch_dtype": dtype_name(cfg), "dtype": dtype_name(cfg), "use_cache": True,
+            **special}
   if kind == GPT2:
     return {"model_type": "gpt2", "n_embd": cfg.embed_dim, "n_layer": cfg.num_layers,
             "n_head": cfg.num_heads, "n_inner": cfg.mlp_width, "n_positions": cfg.max_len,
@@ -142,7 +144,13 @@ def to_hf(cfg: TransformerConfig, params: dict[str, np.ndarray],
   if left:
     raise UserError(f"the {ARCHITECTURES[kind]} layout has no place for {', '.join(left)}; "
                     "refusing to drop them")
-  return {name: np.ascontiguousarray(x) for name, x in out.items()}
+  dtype = np.dtype(jnp.dtype(cfg.param_dtype))  # the zero biases too
+  return {name: np.ascontiguousarray(x, dtype=dtype) for name, x in out.items()}
+
+
+def dtype_name(cfg) -> str:
+  """The parameters' dtype as transformers names it: float32, bfloat16 or float16."""
+  return jnp.dtype(cfg.param_dtype).name
 
 
 def model_overrides(hf: dict) -> tuple[str, dict]:
