@@ -173,11 +173,7 @@ def model_overrides(hf: dict) -> tuple[str, dict]:
                       max_len=hf["n_positions"], position="learned", norm="layernorm",
                       mlp="gelu", use_bias=True, tie_embeddings=tied,
                       norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)))
-  if model_type in ("llama", "mistral", "qwen2") or "LlamaForCausalLM" in hf.get(
-      "architectures", []):
-    if model_type != "llama":
-      raise UserError(f"config.json: model_type={model_type!r}; jaxgen imports GPT-2 and "
-                      "Llama checkpoints")
+  if model_type == "llama":
     act = hf.get("hidden_act", "silu")
     if act != "silu":
       raise UserError(f"config.json: hidden_act={act!r}; jaxgen's SwiGLU uses silu")
