@@ -62,8 +62,11 @@ def hf_config(cfg: TransformerConfig, vocab_size: int, special: dict[str, int | 
     return {"model_type": "gpt2", "n_embd": cfg.embed_dim, "n_layer": cfg.num_layers,
             "n_head": cfg.num_heads, "n_inner": cfg.mlp_width, "n_positions": cfg.max_len,
             "n_ctx": cfg.max_len, "activation_function": "gelu_new",  # tanh GELU
-            "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0, "scale_attn_weights": True,
+            "layer_norm_epsilon": cfg.norm_eps,
+            # jaxgen drops out the embeddings and each block's two outputs, as GPT-2's
+            # embd_pdrop and resid_pdrop do; it has no attention-probability dropout.
+            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": 0.0,
+            "scale_attn_weights": True,
             "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
             **common}
   return {"model_type": "llama", "hidden_size": cfg.embed_dim,
