@@ -39,8 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.1  # text/jsonl: held out for validation (nanoGPT's 10%)
   c.data.tfds_data_dir = ""  # '' = TFDS's default (~/tensorflow_datasets)
   c.data.tfds_manual_dir = ""  # local files a TFDS builder prepares from, offline
-  c.data.tokenizer = "char"  # 'char' | 'byte' | 'sentencepiece'
-  c.data.tokenizer_path = ""  # sentencepiece: the .model (`jaxgen tokenizer train` writes it)
+  c.data.tokenizer = "char"  # 'char' | 'byte' | 'sentencepiece' | 'hf'
+  # sentencepiece: the .model (`jaxgen tokenizer train` writes it); hf: a directory
+  # with a Hugging Face tokenizer.json (`jaxgen import` writes one into the workdir)
+  c.data.tokenizer_path = ""
   c.data.mode = "windows"  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids)
   c.data.shuffle = True  # concat/pack: reshuffle every epoch
   c.data.prefetch = 2  # batches prepared ahead in background threads
@@ -120,8 +122,10 @@ def transformer_model() -> ml_collections.ConfigDict:
   m.mlp_dim = 0  # 0: 4 * embed_dim
   m.max_len = 0  # 0: data.seq_len
   m.position = "learned"  # 'learned' | 'rope'
+  m.rope_base = 10000.0  # RoPE's base wavelength (HF's rope_theta)
   m.norm = "layernorm"  # 'layernorm' | 'rmsnorm'
   m.mlp = "gelu"  # 'gelu' | 'swiglu'
+  m.norm_eps = 1e-5  # LayerNorm/RMSNorm epsilon (imported Llamas often use 1e-6)
   m.use_bias = False
   m.dropout = 0.0
   m.tie_embeddings = True

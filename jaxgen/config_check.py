@@ -87,7 +87,7 @@ _DATA = {
     "val_fraction": _float(0.0, 1.0, open_hi=True),
     "tfds_data_dir": _PATH,
     "tfds_manual_dir": _PATH,
-    "tokenizer": _choice("char", "byte", "sentencepiece"),
+    "tokenizer": _choice("char", "byte", "sentencepiece", "hf"),
     "tokenizer_path": _PATH,
     "mode": _choice("windows", "concat", "pack"),
     "shuffle": _BOOL,
@@ -153,8 +153,10 @@ _TRANSFORMER = {
     "mlp_dim": _int(0, 1 << 22, also=((0, "4 * embed_dim"),)),
     "max_len": _int(0, 1 << 24, also=((0, "data.seq_len"),)),
     "position": _choice("learned", "rope"),
+    "rope_base": _float(0.0, open_lo=True),
     "norm": _choice("layernorm", "rmsnorm"),
     "mlp": _choice("gelu", "swiglu"),
+    "norm_eps": _float(0.0, 1.0, open_lo=True),
     "use_bias": _BOOL,
     "dropout": _DROPOUT,
     "tie_embeddings": _BOOL,
@@ -285,6 +287,9 @@ def _check_relations(cfg: Any) -> None:
   require(d.tokenizer != "sentencepiece" or bool(d.tokenizer_path),
            "data.tokenizer='sentencepiece' needs data.tokenizer_path: the .model file "
            "(`jaxgen tokenizer train` writes one)")
+  require(d.tokenizer != "hf" or bool(d.tokenizer_path),
+           "data.tokenizer='hf' needs data.tokenizer_path: a directory holding a Hugging "
+           "Face tokenizer.json (`jaxgen import` writes one into its workdir)")
   if m.type == "lstm":
     require(d.mode != "pack", "data.mode='pack' needs a Transformer (segment ids mask its "
              "attention); an LSTM reads data.mode='windows' or 'concat'")

@@ -50,10 +50,21 @@ _MFU = flags.DEFINE_float("mfu", 0.4, "plan: the model FLOPs utilisation the ste
                           "estimate assumes.")
 _JSON = flags.DEFINE_bool("json", False, "plan: print one JSON object instead of text.")
 
+# Hugging Face interoperability (jaxgen/interop/): export and import.
+_OUT = flags.DEFINE_string("out", None, "export: the directory to write (new or empty).")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf"], "export: the output format (Hugging "
+                            "Face transformers: config.json + safetensors).")
+_MAX_SHARD = flags.DEFINE_string("max_shard_size", "5GB", "export: safetensors shard size "
+                                 "limit, e.g. 5GB or 500MB (HF's default is 5GB).")
+_HF = flags.DEFINE_string("hf", None, "import: a local Hugging Face model directory "
+                          "(config.json, safetensors, tokenizer.json).")
+_NO_CONFIG = ("sample", "export", "import")  # commands that take no --config
+
 # Each command, and the flags it needs besides its own.
 COMMANDS = {"train": ("config", "workdir"), "sample": ("workdir",), "plan": ("config",),
             "data prepare": ("config",), "data inspect": ("config",),
-            "tokenizer train": ("config", "vocab_size")}
+            "tokenizer train": ("config", "vocab_size"), "export": ("workdir", "out"),
+            "import": ("hf", "workdir")}
 _EXAMPLE = "e.g. jaxgen train --config=configs/shakespeare_char_cpu.py --workdir=runs/sc"
 
 
@@ -84,16 +95,20 @@ def _run_command(argv: list[str]) -> None:
   if command == "plan":
     _check_plan_flags()  # --devices takes effect only before JAX starts
   try:
-    if command != "sample":
+    if command not in _NO_CONFIG:
       config_check.check(_CONFIG.value)  # every key, before anything runs
     if command == "train":
       _join_job(_CONFIG.value)  # before anything touches a JAX backend
-    if command not in ("sample", "plan"):  # a dry run writes no compilation cache
+    if command not in ("plan", *_NO_CONFIG):  # a dry run writes no compilation cache
       _setup_jax(_CONFIG.value)
     if command == "train":
+      from jaxgen.interop.workdir import adopt
       from jaxgen.train.loop import train_and_evaluate  # heavy imports after flag checks
+      adopt(_CONFIG.value, _WORKDIR.value)  # an imported workdir's start: no-op otherwise
       train_and_evaluate(_CONFIG.value, _WORKDIR.value)
       distributed.shutdown()
+    elif command in ("export", "import"):
+      _interop(command)
     elif command == "sample":
       _sample()
     elif command == "plan":
@@ -121,6 +136,8 @@ _MISSING = {
     "workdir": "--workdir is required: the directory for metrics, TensorBoard files and "
                "checkpoints",
     "vocab_size": "--vocab_size is required: the number of SentencePiece pieces, e.g. 1024",
+    "out": "--out is required: the directory to export into, e.g. --out=runs/sc/hf",
+    "hf": "--hf is required: a local Hugging Face model directory",
 }
 
 
@@ -157,6 +174,22 @@ def _sample() -> None:
     for i, text in enumerate(samples):
       where = f"prompt {p + 1}/{len(texts)}, " if len(texts) > 1 else ""
       print(f"--- {where}sample {i + 1}/{len(samples)} ---\n{text}", flush=True)
+
+
+def _interop(command: str) -> None:
+  if command == "export":
+    from jaxgen.interop.hf_export import export
+    if _STEP.value is not None and _BEST.value:
+      raise UserError("--step and --best both given; use one")
+    out = export(_WORKDIR.value, _OUT.value, step=_STEP.value, best=_BEST.value,
+                 max_shard_size=_MAX_SHARD.value)
+    print(f"jaxgen: exported {_WORKDIR.value} to {out} (Hugging Face format)", flush=True)
+  else:
+    from jaxgen.interop.hf_import import import_hf
+    wd = import_hf(_HF.value, _WORKDIR.value)
+    print(f"jaxgen: imported {_HF.value} into {wd}; sample with `jaxgen sample "
+          f"--workdir={wd}`, fine-tune with `jaxgen train --config={wd / 'config.py'} "
+          f"--workdir={wd}`", flush=True)
 
 
 def _check_plan_flags() -> None:

@@ -96,6 +96,8 @@ BAD = {
     "model.mlp_dim": ["-1"],
     "model.max_len": ["-1", "32"],  # 32 < data.seq_len
     "model.position": ["alibi"],
+    "model.rope_base": ["0", "-1", "nan"],
+    "model.norm_eps": ["0", "-1e-5", "inf"],
     "model.norm": ["batchnorm"],
     "model.mlp": ["relu"],
     "model.use_bias": [],

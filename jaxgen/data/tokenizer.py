@@ -25,7 +25,7 @@ import sentencepiece as spm
 
 from jaxgen.errors import UserError
 
-TOKENIZERS = ("byte", "char", "sentencepiece")  # the values of data.tokenizer
+TOKENIZERS = ("byte", "char", "sentencepiece", "hf")  # the values of data.tokenizer
 
 _TRAIN_COMMAND = "jaxgen tokenizer train --config=... --vocab_size=N"
 
@@ -124,6 +124,13 @@ def build_tokenizer(data_cfg: Any, train_texts: Callable[[], Iterable[str]]) -> 
           "SentencePiece tokenizer; point it to a .model file or set data.tokenizer "
           f"to {tokenizer.kind!r}")
     return tokenizer
+  if name == "hf":  # a Hugging Face tokenizer.json in data.tokenizer_path
+    from jaxgen.data.hf_tokenizer import HfTokenizer
+    path = getattr(data_cfg, "tokenizer_path", "") or ""
+    if not path:
+      raise UserError("data.tokenizer='hf' needs data.tokenizer_path: a directory with a "
+                      "Hugging Face tokenizer.json")
+    return HfTokenizer.from_dir(path)
   raise UserError(f"data.tokenizer={name!r} is not a tokenizer; choose one of "
                   f"{', '.join(repr(t) for t in TOKENIZERS)}")
 
@@ -481,7 +488,13 @@ def _load_sentencepiece(spec: dict[str, Any],
   return SentencePieceTokenizer(model_proto, source=f"the model in {os.fspath(path)}")
 
 
+def _load_hf(spec: dict[str, Any], path: str | os.PathLike[str]) -> Tokenizer:
+  from jaxgen.data.hf_tokenizer import load_spec  # lazily: needs the tokenizers library
+  return load_spec(spec, path)
+
+
 _LOADERS: dict[str, Callable[[dict[str, Any], Any], Tokenizer]] = {
+    "hf": _load_hf,
     CharTokenizer.kind: _load_char,
     ByteTokenizer.kind: _load_byte,
     SentencePieceTokenizer.kind: _load_sentencepiece,

@@ -47,6 +47,7 @@ def model_config(m: ml_collections.ConfigDict, vocab_size: int, seq_len: int) ->
           vocab_size=vocab, max_len=max_len, num_layers=m.num_layers, num_heads=m.num_heads,
           embed_dim=m.embed_dim, num_kv_heads=m.num_kv_heads or None,
           head_dim=m.head_dim or None, mlp_dim=m.mlp_dim or None, position=m.position,
+          rope_base=float(m.get("rope_base", 10000.0)), norm_eps=float(m.get("norm_eps", 1e-5)),
           norm=m.norm, mlp=m.mlp, use_bias=m.use_bias, dropout=m.dropout,
           tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers, remat=m.remat,
           attention_backend=m.attention_backend, dtype=dtype, param_dtype=param_dtype)

@@ -50,7 +50,9 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
                                                  cfg.data.seq_len))
   ids = [_prompt_ids(p, i, tokenizer, cfg.data.mode, model_cfg_max_len, beam_size,
                      max_new_tokens) for i, p in enumerate(prompts)]
-  never = (tokenizer.pad_id, tokenizer.bos_id)  # no training target is ever one of these
+  # No training target is ever pad or bos; an imported tokenizer may share eos's id
+  # with them (GPT-2: bos = eos), and eos must stay possible.
+  never = tuple(sorted({tokenizer.pad_id, tokenizer.bos_id} - {tokenizer.eos_id}))
   if beam_size:
     tokens = _beam_rows(graphdef, params, ids, max_new_tokens, beam_size, length_penalty,
                         tokenizer, model_cfg_max_len, never)
