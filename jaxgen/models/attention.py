@@ -13,9 +13,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache
+from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.params import param
 
 BACKENDS = ("auto", "xla", "cudnn")
+# Logical names of the query and key/value activations (see activation_sharding.py).
+BTNH = ("batch", "length", "heads", "head_dim")
+BTKH = ("batch", "length", "kv_heads", "head_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +111,9 @@ class Attention(nnx.Module):
     if self.cfg.use_bias:
       y_MZ += jnp.concatenate([bb[...].reshape(-1) for bb in (self.bq, self.bk, self.bv)]).astype(dt)
     q_MNH, k_MKH, v_MKH = jnp.split(y_MZ, [n * h, (n + k) * h], axis=1)
-    q_BTNH = q_MNH.reshape(b, t, n, h)
-    k_BTKH = k_MKH.reshape(b, t, k, h)
-    v_BTKH = v_MKH.reshape(b, t, k, h)
+    q_BTNH = constrain(q_MNH.reshape(b, t, n, h), BTNH)
+    k_BTKH = constrain(k_MKH.reshape(b, t, k, h), BTKH)
+    v_BTKH = constrain(v_MKH.reshape(b, t, k, h), BTKH)
     if self.cfg.use_rope:
       q_BTNH = apply_rope(q_BTNH, positions_BT, self.cfg.rope_base)
       k_BTKH = apply_rope(k_BTKH, positions_BT, self.cfg.rope_base)
@@ -118,6 +122,7 @@ class Attention(nnx.Module):
   def _project_out(self, out_BTNH):
     dt = self.cfg.dtype
     b, t, n, h = out_BTNH.shape
+    out_BTNH = constrain(out_BTNH, BTNH)
     y_MD = out_BTNH.reshape(b * t, n * h).astype(dt) @ self.wo[...].reshape(n * h, -1).astype(dt)
     if self.cfg.use_bias:
       y_MD += self.bo[...].astype(dt)
