@@ -73,7 +73,14 @@ def compile_case(case: str) -> None:
   batch = sharding.put_batch({"inputs": np.zeros(shape, np.int32),
                               "targets": np.zeros(shape, np.int32)}, batch_sh)
   os.write(2, f"CASE {case}\n".encode())
-  step.lower(state, batch).compile()
+  compiled = step.lower(state, batch).compile()
+  if os.environ.get("ACT_SHARDING_COLLECTIVES"):  # a diagnostic: what the step communicates
+    hlo = compiled.as_text()
+    counts = {op: hlo.count(f" {op}(") + hlo.count(f" {op}-start(") for op in _COLLECTIVES}
+    print(case, counts, flush=True)
+
+
+_COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 
 
 def _jit(graphdef, optimizer, schedule, train_cfg, state_sh, batch_sh, rules):
