@@ -50,9 +50,15 @@ def variant(name: str):
     m.update(scan_layers=True, remat="full", position="rope", num_kv_heads=2)
   elif name == "remat":
     m.update(remat="dots", mlp="swiglu", norm="rmsnorm")
-  elif name == "lstm":
+  elif name == "accum":  # two micro-batches of 8 rows
+    c.train.grad_accum_steps = 2
+  elif name == "bf16":
+    m.update(dtype="bfloat16", position="rope", num_kv_heads=2)
+  elif name in ("lstm", "lstm_bf16"):
     c.model = base.lstm_model()
     c.model.update(num_layers=2, embed_dim=128, hidden_size=128)
+    if name == "lstm_bf16":
+      c.model.dtype = "bfloat16"
   elif name != "base":
     raise ValueError(f"unknown variant {name}")
   return c

@@ -23,11 +23,14 @@ from jaxgen import config as base
 WORKER = pathlib.Path(__file__).with_name("act_sharding_worker.py")
 WARNING = "Involuntary full rematerialization"
 
-# The CPU recipe's shape and its variants on the meshes with a tensor axis; the
-# plain recipe and the LSTM also on pure data and pure fsdp meshes.
+# The CPU recipe's shape and its variants on the meshes with a tensor axis; a few
+# more there (1 key/value head, gradient accumulation, bf16); the plain recipe and
+# the LSTM also on pure data and pure fsdp meshes. act_sharding_worker.variant
+# says what each name is.
 CASES = [f"{v}@{m}" for m in ("2x2x2", "1x4x2")
          for v in ("base", "gqa2", "gqa3", "scan", "scan_remat", "remat", "lstm")]
-CASES += ["gqa1@2x2x2"] + [f"{v}@{m}" for m in ("8x1x1", "1x8x1") for v in ("base", "lstm")]
+CASES += ["gqa1@2x2x2", "accum@2x2x2", "bf16@2x2x2", "lstm_bf16@1x4x2"]
+CASES += [f"{v}@{m}" for m in ("8x1x1", "1x8x1") for v in ("base", "lstm")]
 
 
 def test_train_step_compiles_without_full_rematerialization():
