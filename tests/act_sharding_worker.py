@@ -50,6 +50,8 @@ def variant(name: str):
     m.update(scan_layers=True, remat="full", position="rope", num_kv_heads=2)
   elif name == "remat":
     m.update(remat="dots", mlp="swiglu", norm="rmsnorm")
+  elif name == "bias":
+    m.update(use_bias=True, tie_embeddings=False)
   elif name == "accum":  # two micro-batches of 8 rows
     c.train.grad_accum_steps = 2
   elif name == "bf16":
