@@ -34,7 +34,7 @@ def train_setup(cfg, vocab_size: int, num_batches: int = 4) -> TrainSetup:
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(model_cfg, optimizer, t.seed, mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
+  step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, rules=rules)
   rng = np.random.default_rng(0)
   shape = (t.batch_size, cfg.data.seq_len)
   batches = [sharding.put_batch({"inputs": rng.integers(0, vocab_size, shape, np.int32),

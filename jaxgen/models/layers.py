@@ -6,9 +6,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.params import param
 
 __all__ = ["Embed", "LayerNorm", "RMSNorm", "Mlp", "dropout", "make_norm", "param", "tokens_2d"]
+
+# Logical names of activations (see activation_sharding.py): the residual
+# stream, and token matrices [M = B*T, .], whose rows split as the batch does.
+BTD = ("batch", "length", "embed")
+MD = ("batch", "embed")
 
 
 class Embed(nnx.Module):
@@ -19,7 +25,12 @@ class Embed(nnx.Module):
                        ("vocab", "embed"), param_dtype)
 
   def __call__(self, tokens_BT: jax.Array) -> jax.Array:
-    return jnp.take(self.table[...], tokens_BT, axis=0)
+    # Whole rows for the lookup: a table split along 'embed' (over fsdp) would
+    # give embeddings split along D, which XLA cannot turn into the batch-split
+    # residual stream without gathering everything (and likewise for the
+    # gradient's scatter). Rows split over 'vocab' are looked up where they live.
+    table_VD = constrain(self.table[...], ("vocab", None))
+    return constrain(jnp.take(table_VD, tokens_BT, axis=0), BTD)
 
   def attend(self, x_BTD: jax.Array) -> jax.Array:
     """Float32 logits against every token's embedding."""
@@ -83,7 +94,7 @@ class Mlp(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
     dt = self.dtype
-    x_MD = tokens_2d(x_BTD).astype(dt)
+    x_MD = constrain(tokens_2d(x_BTD).astype(dt), MD)
     h_MF = x_MD @ self.wi[...].astype(dt)
     if self.bi is not None:
       h_MF += self.bi[...].astype(dt)
@@ -91,10 +102,13 @@ class Mlp(nnx.Module):
       h_MF = jax.nn.silu(x_MD @ self.wg[...].astype(dt)) * h_MF
     else:
       h_MF = jax.nn.gelu(h_MF, approximate=True)
+    # Megatron's layout: the hidden units split over the tensor axis, so the
+    # second matmul ends in one reduction rather than a gather of h.
+    h_MF = constrain(h_MF, ("batch", "mlp"))
     y_MD = h_MF @ self.wo[...].astype(dt)
     if self.bo is not None:
       y_MD += self.bo[...].astype(dt)
-    return y_MD.reshape(x_BTD.shape[:-1] + (y_MD.shape[-1],))
+    return constrain(y_MD, MD).reshape(x_BTD.shape[:-1] + (y_MD.shape[-1],))
 
 
 def tokens_2d(x_BTD: jax.Array) -> jax.Array:

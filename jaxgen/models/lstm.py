@@ -25,10 +25,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import layers
+from jaxgen.models.activation_sharding import constrain, spec_for
 from jaxgen.models.params import param
 
 # One (h_BH, c_BH) pair per layer, float32.
 Carry = tuple[tuple[jax.Array, jax.Array], ...]
+
+# Logical names of activations (see activation_sharding.py). Inside the time
+# scan only the batch is split: splitting the 4H gates or H over the tensor
+# axis would put a collective in every time step, so they stay whole.
+TBG = ("length", "batch", None)
+BH = ("batch", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +96,8 @@ class LSTMLM(nnx.Module):
       dropout_rng: jax.Array | None = None
   ) -> tuple[jax.Array, Carry]:
     """Logits [B, T, V] and the carry after the last token, for generation."""
-    embedding_VD = self.embedding[...].astype(self.cfg.dtype)
+    # Whole rows for the lookup, as in layers.Embed.
+    embedding_VD = constrain(self.embedding[...].astype(self.cfg.dtype), ("vocab", None))
     tokens_TB = tokens_BT.T
     if self.cfg.vocab_size <= tokens_TB.size:
       # Small vocabulary (characters): project the V embedding rows once and
@@ -174,10 +182,9 @@ class LSTMLM(nnx.Module):
       new_carry.append(layer_carry)
     # Head in time-major, then one transpose: XLA's CPU runtime rejects the
     # bf16 x bf16 -> f32 dot that a fused "TBH,HV->BTV" becomes.
-    t, b, h = x_TBH.shape
-    logits_MV = jnp.dot(x_TBH.reshape(t * b, h), self.head_w[...].astype(self.cfg.dtype),
-                        preferred_element_type=jnp.float32)
-    logits_TBV = (logits_MV + self.head_b[...].astype(jnp.float32)).reshape(t, b, -1)
+    logits_TBV = _dot_rows(x_TBH, self.head_w[...].astype(self.cfg.dtype))
+    logits_TBV = constrain(logits_TBV + self.head_b[...].astype(jnp.float32),
+                           ("length", "batch", "vocab"))
     return jnp.swapaxes(logits_TBV, 0, 1), tuple(new_carry)
 
 
@@ -201,12 +208,8 @@ class LSTMLayer(nnx.Module):
 
   def project(self, x_TBD: jax.Array) -> jax.Array:
     """Input projection of all timesteps in one matmul, outside the scan."""
-    # On [T*B, D] token rows: see layers.tokens_2d for why 2-D.
-    x_MD = layers.tokens_2d(x_TBD).astype(self.dtype)
-    gates_in_MG = jnp.dot(x_MD, self.w_ih[...].astype(self.dtype),
-                          preferred_element_type=jnp.float32)
-    gates_in_MG = gates_in_MG + self.bias[...].astype(jnp.float32)
-    return gates_in_MG.reshape(x_TBD.shape[:-1] + (gates_in_MG.shape[-1],))
+    gates_in_TBG = _dot_rows(x_TBD.astype(self.dtype), self.w_ih[...].astype(self.dtype))
+    return gates_in_TBG + self.bias[...].astype(jnp.float32)
 
   def project_vocab(
       self, embedding_VD: jax.Array, tokens_TB: jax.Array
@@ -220,11 +223,12 @@ class LSTMLayer(nnx.Module):
       self, gates_in_TBG: jax.Array, carry: tuple[jax.Array, jax.Array]
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """h for every step [T, B, H] and the final (h_BH, c_BH)."""
-    w_hh_HG = self.w_hh[...].astype(self.dtype)
-    h0_BH, c0_BH = (a.astype(jnp.float32) for a in carry)
-    h_TBH, h_BH, c_BH = _recurrence(gates_in_TBG, w_hh_HG, h0_BH, c0_BH,
+    # W_hh gathered whole once, before the loop, rather than per step inside it.
+    w_hh_HG = constrain(self.w_hh[...].astype(self.dtype), (None, None))
+    h0_BH, c0_BH = (constrain(a.astype(jnp.float32), BH) for a in carry)
+    h_TBH, h_BH, c_BH = _recurrence(constrain(gates_in_TBG, TBG), w_hh_HG, h0_BH, c0_BH,
                                     self.unroll)
-    return h_TBH, (h_BH, c_BH)
+    return constrain(h_TBH, TBG), (h_BH, c_BH)
 
   def recur_masked(
       self, gates_in_TBG: jax.Array, carry: tuple[jax.Array, jax.Array],
@@ -305,7 +309,7 @@ def _recurrence_bwd(
   c_prev_TBH = jnp.concatenate([c0_BH[None], c_TBH[:-1]], axis=0)
   # Transposed once here rather than inside the loop: measured ~10% faster
   # backward loop on CPU, where the in-loop transposed operand is repacked.
-  w_hh_GH = w_hh_HG.T
+  w_hh_GH = constrain(w_hh_HG.T, (None, None))
 
   def step(carry, xs):
     dh_next_BH, dc_next_BH = carry
@@ -317,7 +321,7 @@ def _recurrence_bwd(
     dacts_BG = jnp.concatenate(
         [dc_BH * g_BH, dc_BH * c_prev_BH, dc_BH * i_BH, dh_BH * tanh_c_BH],
         axis=-1)
-    dgates_BG = dacts_BG * (1 - acts_BG) * (acts_BG + k_G)
+    dgates_BG = constrain(dacts_BG * (1 - acts_BG) * (acts_BG + k_G), BH)
     dh_prev_BH = jnp.dot(dgates_BG.astype(dtype), w_hh_GH,
                          preferred_element_type=jnp.float32)
     return (dh_prev_BH, dc_BH * f_BH), dgates_BG
@@ -326,13 +330,37 @@ def _recurrence_bwd(
       step, (dh_last_BH.astype(jnp.float32), dc_last_BH.astype(jnp.float32)),
       (dh_out_TBH, c_TBH, c_prev_TBH, acts_TBG), reverse=True, unroll=unroll)
   h_prev_TBH = jnp.concatenate([h0_BH[None].astype(dtype), h_TBH[:-1]], axis=0)
-  dw_hh_HG = jnp.dot(layers.tokens_2d(h_prev_TBH).T,
-                     layers.tokens_2d(dgates_TBG.astype(dtype)),
-                     preferred_element_type=jnp.float32)
+  if _batch_split(h_prev_TBH):  # see _dot_rows
+    dw_hh_HG = jnp.einsum("TBH,TBG->HG", h_prev_TBH, dgates_TBG.astype(dtype),
+                          preferred_element_type=jnp.float32)
+  else:
+    dw_hh_HG = jnp.dot(layers.tokens_2d(h_prev_TBH).T,
+                       layers.tokens_2d(dgates_TBG.astype(dtype)),
+                       preferred_element_type=jnp.float32)
   return dgates_TBG, dw_hh_HG.astype(dtype), dh0_BH, dc0_BH
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def _dot_rows(x_TBX: jax.Array, w_XY: jax.Array) -> jax.Array:
+  """x @ w over the last axis of a time-major [T, B, X] activation, in float32.
+
+  On one device a 2-D matmul on [T*B, X] token rows (see layers.tokens_2d).
+  When the batch is split over devices, merging T with the split B gives rows
+  that no device holds in one block, and XLA would gather the whole tensor to
+  make them; there the 3-D product keeps every device's rows where they are.
+  """
+  if _batch_split(x_TBX):
+    return jnp.einsum("TBX,XY->TBY", x_TBX, w_XY, preferred_element_type=jnp.float32)
+  y_MY = jnp.dot(layers.tokens_2d(x_TBX), w_XY, preferred_element_type=jnp.float32)
+  return y_MY.reshape(x_TBX.shape[:-1] + (w_XY.shape[-1],))
+
+
+def _batch_split(x_TBX: jax.Array) -> bool:
+  """Whether the active activation sharding splits this time-major array's batch."""
+  spec = spec_for(TBG, x_TBX.shape)
+  return spec is not None and spec[1] is not None
 
 
 def _gate_scale(hidden: int) -> jax.Array:

@@ -18,7 +18,7 @@ from flax import nnx
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
 # Logical axis vocabulary used by the models (documented for config authors).
-AXES = ("batch", "seq", "vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "layers")
+AXES = ("batch", "length", "vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "layers")
 
 
 def param(

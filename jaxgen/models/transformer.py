@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache, layers
+from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.attention import Attention, AttentionConfig
 
 REMAT_POLICIES = {
@@ -100,8 +101,10 @@ class Block(nnx.Module):
     rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
     h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
     x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_attn).astype(x_BTD.dtype)
+    x_BTD = constrain(x_BTD, layers.BTD)
     h_BTD = self.mlp(self.mlp_norm(x_BTD))
-    return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_mlp).astype(x_BTD.dtype)
+    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_mlp).astype(x_BTD.dtype)
+    return constrain(x_BTD, layers.BTD)
 
   def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
     h_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), cache, index, lengths_B, layer)
@@ -223,17 +226,20 @@ class TransformerLM(nnx.Module):
     x_BTD = self.embed(tokens_BT).astype(self.cfg.dtype)
     if self.cfg.position == "learned":
       # "clip": a padding token's position may run past the table when decoding.
-      x_BTD += jnp.take(self.pos_embed[...], positions_BT, axis=0,
-                        mode="clip").astype(self.cfg.dtype)
-    return x_BTD
+      # Whole rows for the lookup, as in layers.Embed.
+      table_PD = constrain(self.pos_embed[...], (None, None))
+      x_BTD += jnp.take(table_PD, positions_BT, axis=0, mode="clip").astype(self.cfg.dtype)
+    return constrain(x_BTD, layers.BTD)
 
   def _logits(self, x_BTD):
     x_BTD = self.final_norm(x_BTD)
     if self.cfg.tie_embeddings:
-      return self.embed.attend(x_BTD)
-    return jnp.einsum("BTD,DV->BTV", x_BTD.astype(self.cfg.dtype),
-                      self.head[...].astype(self.cfg.dtype),
-                      preferred_element_type=jnp.float32)
+      logits_BTV = self.embed.attend(x_BTD)
+    else:
+      logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD.astype(self.cfg.dtype),
+                              self.head[...].astype(self.cfg.dtype),
+                              preferred_element_type=jnp.float32)
+    return constrain(logits_BTV, ("batch", "length", "vocab"))
 
   def _run_blocks(self, block_fn, x_BTD):
     """Applies every block, through one scanned body when `scan_layers` is set."""

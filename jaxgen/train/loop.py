@@ -115,8 +115,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(s.model_cfg, optimizer, t.seed, s.mesh, s.rules)
   batch_sh = sharding.batch_sharding(s.mesh, s.rules)
-  train_step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
-  eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sh.params, batch_sh))
+  train_step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, s.rules)
+  eval_step = jax.jit(make_eval_step(graphdef, s.mesh, s.rules),
+                      in_shardings=(state_sh.params, batch_sh))
 
   ckpt = Checkpointer(s.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep,
                       keep_best=cfg.checkpoint.keep_best)

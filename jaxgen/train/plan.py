@@ -100,7 +100,7 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
     report.update(step_time_s=step_time, tokens_per_s=tokens_per_step / step_time)
   if compile_step:
     batch_sh = sharding.batch_sharding(mesh, rules)
-    step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh)
+    step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, rules=rules)
     start = time.perf_counter()
     compiled = step.lower(abstract, abstract_batch(cfg)).compile()
     report["compile_s"] = time.perf_counter() - start

@@ -9,13 +9,19 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxgen.models import activation_sharding
 from jaxgen.train.state import TrainState
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    z_loss: float = 0.0) -> Callable:
-  """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T]."""
+                    z_loss: float = 0.0, mesh: jax.sharding.Mesh | None = None,
+                    rules=()) -> Callable:
+  """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T].
+
+  With a `mesh`, the model's activations are constrained to the layouts that
+  `rules` give their logical names (see models/activation_sharding.py).
+  """
 
   def loss_fn(params, batch, rng, denom):
     logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], dropout_rng=rng,
@@ -25,6 +31,12 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    # Set inside the traced function, so it holds wherever tracing happens
+    # (the first call, `.lower()`, a retrace) and nowhere else.
+    with activation_sharding.use(mesh, rules):
+      return _train_step(state, batch)
+
+  def _train_step(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     # One denominator for the whole batch keeps the loss a mean over every
     # target that counts, however the micro-batches split the padding.
@@ -44,23 +56,30 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
 def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                    schedule: optax.Schedule, train_cfg, state_sharding,
-                   batch_sharding) -> Callable:
+                   batch_sharding, rules) -> Callable:
   """The one compiled train step used by training and the benchmarks: sharded in and
-  out as the state and batch are, with the incoming state's buffers donated."""
+  out as the state and batch are, with the incoming state's buffers donated.
+
+  Activations are sharded over the batch's mesh by `rules`, the config's
+  `mesh.logical_axis_rules`.
+  """
   step = make_train_step(graphdef, optimizer, schedule,
-                         grad_accum_steps=train_cfg.grad_accum_steps, z_loss=train_cfg.z_loss)
+                         grad_accum_steps=train_cfg.grad_accum_steps, z_loss=train_cfg.z_loss,
+                         mesh=batch_sharding.mesh, rules=rules)
   return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, None), donate_argnums=0)
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
   """`eval_step(params, batch) -> (summed cross-entropy, targets counted)`.
 
   Sums rather than means, so that batches with more padding weigh less.
+  Activations are sharded over `mesh` by `rules`, as in the train step.
   """
 
   def eval_step(params, batch):
-    logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], **_packing(batch))
+    with activation_sharding.use(mesh, rules):
+      logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], **_packing(batch))
     denom = _weight_sum(batch)
     return cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1] * denom, denom
 
