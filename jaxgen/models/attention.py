@@ -33,6 +33,8 @@ class AttentionConfig:
   param_dtype: jnp.dtype = jnp.float32
   # Std of the output projection's init; GPT-2 scales it by 1/sqrt(2 * layers).
   out_init_std: float = 0.02
+  # False: every position sees every other of its segment (an encoder's self-attention).
+  causal: bool = True
 
   def __post_init__(self):
     if self.backend not in BACKENDS:
@@ -71,8 +73,37 @@ class Attention(nnx.Module):
     mask = None
     if segment_ids_BT is not None:
       mask = (segment_ids_BT[:, None, :, None] == segment_ids_BT[:, None, None, :])
-    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=True,
+    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=self.cfg.causal,
                        backend=self.cfg.backend)
+    return self._project_out(out_BTNH)
+
+  # Cross-attention: queries from x, keys/values from another sequence (an
+  # encoder's output), projected once by `cross_kv` and reused by every call.
+
+  def cross_kv(self, memory_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys and values [B, S, K, H] of `memory_BSD` (no RoPE: cross-attention has no
+    relative positions)."""
+    dt = self.cfg.dtype
+    b, s, d = memory_BSD.shape
+    k, h = self.cfg.num_kv_heads, self.cfg.head_dim
+    w_DZ = jnp.concatenate([w[...].reshape(d, -1) for w in (self.wk, self.wv)], axis=1)
+    y_MZ = memory_BSD.reshape(b * s, d).astype(dt) @ w_DZ.astype(dt)
+    if self.cfg.use_bias:
+      y_MZ += jnp.concatenate([bb[...].reshape(-1) for bb in (self.bk, self.bv)]).astype(dt)
+    k_MKH, v_MKH = jnp.split(y_MZ, 2, axis=1)
+    return k_MKH.reshape(b, s, k, h), v_MKH.reshape(b, s, k, h)
+
+  def cross(self, x_BTD: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array,
+            mask: jax.Array) -> jax.Array:
+    """Attends x's queries to `cross_kv`'s keys/values; `mask` broadcasts to [B, N, T, S]."""
+    dt = self.cfg.dtype
+    b, t, d = x_BTD.shape
+    n, h = self.cfg.num_heads, self.cfg.head_dim
+    q_MZ = x_BTD.reshape(b * t, d).astype(dt) @ self.wq[...].reshape(d, -1).astype(dt)
+    if self.cfg.use_bias:
+      q_MZ += self.bq[...].reshape(-1).astype(dt)
+    out_BTNH = xla_attention(q_MZ.reshape(b, t, n, h), k_BSKH.astype(dt), v_BSKH.astype(dt),
+                             mask=mask, is_causal=False)
     return self._project_out(out_BTNH)
 
   def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array,

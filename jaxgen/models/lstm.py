@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import layers
+from jaxgen.models.interface import DecoderOnly
 from jaxgen.models.params import param
 
 # One (h_BH, c_BH) pair per layer, float32.
@@ -52,7 +53,7 @@ class LSTMConfig:
   forget_bias: float = 1.0
 
 
-class LSTMLM(nnx.Module):
+class LSTMLM(DecoderOnly, nnx.Module):
   """Token embedding -> num_layers LSTM layers -> linear head over vocab.
 
   Dropout takes an explicit key (`dropout_rng`, None disables it), as in the
