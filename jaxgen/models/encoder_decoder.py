@@ -33,6 +33,10 @@ class EncoderDecoderConfig:
   num_encoder_layers: int
   max_source_len: int
   share_embeddings: bool = True  # one token table for source and target (one vocabulary)
+  # Decoding keeps each layer's cross-attention keys/values of the source. False keeps
+  # only the encoder output and projects it again at every step: the baseline that
+  # benchmarks/seq2seq_decode_throughput.py measures the cache against.
+  cache_cross_kv: bool = True
 
   @property
   def max_len(self) -> int:
@@ -95,7 +99,10 @@ class DecoderBlock(nnx.Module):
     h_BTD, kv = self.attn.decode(self.attn_norm(x_BTD), {"k": cache["k"], "v": cache["v"]},
                                  index, lengths_B, layer)
     x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
-    ck, cv = (cache[n] if layer is None else cache[n][layer] for n in ("ck", "cv"))
+    if "memory" in cache:  # no cross cache: project the encoder output again
+      ck, cv = self.cross.cross_kv(cache["memory"])
+    else:
+      ck, cv = (cache[n] if layer is None else cache[n][layer] for n in ("ck", "cv"))
     h_BTD = self.cross.cross(self.cross_norm(x_BTD), ck, cv, cache["mask"])
     x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
     x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype)
@@ -192,7 +199,11 @@ class EncoderDecoder(nnx.Module):
     dec = self.cfg.decoder
     memory_BSD = self.encode(source_BS, source_segment_ids_BS)
     args = (batch_size, dec.kv_heads, max_len or dec.max_len, dec.head_size, dec.dtype)
-    if dec.scan_layers:
+    if not self.cfg.cache_cross_kv:
+      ck = cv = None
+      empty = lambda: (kv_cache.empty(*args, num_layers=dec.num_layers) if dec.scan_layers
+                       else tuple(kv_cache.empty(*args) for _ in range(dec.num_layers)))
+    elif dec.scan_layers:
       graphdef, state = nnx.split(self.blocks)
       ck, cv = jax.vmap(lambda s: nnx.merge(graphdef, s).cross.cross_kv(memory_BSD))(state)
       empty = lambda: kv_cache.empty(*args, num_layers=dec.num_layers)
@@ -200,7 +211,8 @@ class EncoderDecoder(nnx.Module):
       ck, cv = (tuple(x) for x in zip(*(b.cross.cross_kv(memory_BSD) for b in self.blocks)))
       empty = lambda: tuple(kv_cache.empty(*args) for _ in range(dec.num_layers))
     mask_B11S = (source_segment_ids_BS != 0)[:, None, None, :]
-    return {"k": empty(), "v": empty(), "ck": ck, "cv": cv, "mask": mask_B11S,
+    cross = {"ck": ck, "cv": cv} if self.cfg.cache_cross_kv else {"memory": memory_BSD}
+    return {"k": empty(), "v": empty(), **cross, "mask": mask_B11S,
             "index": jnp.zeros((), jnp.int32)}
 
   def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
@@ -220,7 +232,7 @@ class EncoderDecoder(nnx.Module):
     b, t = tokens_BT.shape
     positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
     x_BTD = self._embed(self.embed, tokens_BT, positions_BT, "pos_embed")
-    layer_cache = {n: cache[n] for n in ("k", "v", "ck", "cv", "mask")}
+    layer_cache = {n: cache[n] for n in ("k", "v", "ck", "cv", "mask", "memory") if n in cache}
     if self.cfg.decoder.scan_layers:
       graphdef, state = nnx.split(self.blocks)
 
@@ -235,8 +247,9 @@ class EncoderDecoder(nnx.Module):
     else:
       ks, vs = [], []
       for i, block in enumerate(self.blocks):
-        one = dict(layer_cache, k=cache["k"][i], v=cache["v"][i], ck=cache["ck"][i],
-                   cv=cache["cv"][i])
+        one = dict(layer_cache, k=cache["k"][i], v=cache["v"][i])
+        if "ck" in cache:
+          one.update(ck=cache["ck"][i], cv=cache["cv"][i])
         x_BTD, one = block.decode(x_BTD, one, index, lengths_B)
         ks.append(one["k"])
         vs.append(one["v"])
