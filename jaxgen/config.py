@@ -160,6 +160,17 @@ def encoder_decoder_model() -> ml_collections.ConfigDict:
   return m
 
 
+def lstm_attention_model() -> ml_collections.ConfigDict:
+  """An LSTM encoder-decoder with attention and input feeding."""
+  m = lstm_model()
+  m.type = "lstm_attention"
+  m.num_encoder_layers = 0  # 0: same as num_layers (the decoder's)
+  m.bidirectional = True  # the encoder reads the source both ways
+  m.attention = "luong"  # 'luong' (multiplicative) | 'bahdanau' (additive)
+  m.share_embeddings = True
+  return m
+
+
 def lstm_model() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.type = "lstm"

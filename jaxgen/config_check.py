@@ -154,7 +154,7 @@ _SAMPLE = {
     "top_k": _int(0),
 }
 _TRANSFORMER = {
-    "type": _choice("transformer", "lstm", "encoder_decoder"),
+    "type": _choice("transformer", "lstm", "encoder_decoder", "lstm_attention"),
     "num_layers": _int(1, 4096),
     "num_heads": _int(1, 4096),
     "num_kv_heads": _int(0, 4096, also=((0, "same as num_heads"),)),
@@ -195,13 +195,22 @@ _ENCODER_DECODER = {
     "share_embeddings": _BOOL,
 }
 
+_LSTM_ATTENTION = {
+    **_LSTM,
+    "num_encoder_layers": _int(0, 1024, also=((0, "same as num_layers"),)),
+    "bidirectional": _BOOL,
+    "attention": _choice("luong", "bahdanau"),
+    "share_embeddings": _BOOL,
+}
+
 # Section -> key -> Rule; `model` depends on model.type.
 RULES: dict[str, dict[str, Rule | None]] = {
     "data": _DATA, "train": _TRAIN, "eval": _EVAL, "checkpoint": _CHECKPOINT,
     "mesh": _MESH, "sample": _SAMPLE, "distributed": _DISTRIBUTED,
 }
-MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM, "encoder_decoder": _ENCODER_DECODER}
-CONDITIONAL_TYPES = ("encoder_decoder",)
+MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM, "encoder_decoder": _ENCODER_DECODER,
+               "lstm_attention": _LSTM_ATTENTION}
+CONDITIONAL_TYPES = ("encoder_decoder", "lstm_attention")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -305,6 +314,8 @@ def _check_relations(cfg: Any) -> None:
            "data.tokenizer='sentencepiece' needs data.tokenizer_path: the .model file "
            "(`jaxgen tokenizer train` writes one)")
   _check_pairs(d, m)
+  if m.type == "lstm_attention":
+    return
   if m.type == "lstm":
     require(d.mode != "pack", "data.mode='pack' needs a Transformer (segment ids mask its "
              "attention); an LSTM reads data.mode='windows' or 'concat'")
@@ -337,9 +348,10 @@ def _check_pairs(d: Any, m: Any) -> None:
     require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "
             f"data, but data.source={d.source!r} gives documents; use synthetic:TASK, "
             "tsv:PATH_OR_GLOB, or jsonl:PATH_OR_GLOB with data.source_key")
-    require(not m.max_source_len or (d.source_len or d.seq_len) <= m.max_source_len,
+    max_source = m.get("max_source_len", 0)
+    require(not max_source or (d.source_len or d.seq_len) <= max_source,
             f"data.source_len={d.source_len or d.seq_len} exceeds model.max_source_len="
-            f"{m.max_source_len}; raise model.max_source_len or lower data.source_len")
+            f"{max_source}; raise model.max_source_len or lower data.source_len")
   else:
     require(not paired, f"data.source={d.source!r} gives (source, target) pairs, which "
             f"model.type={m.type!r} cannot read; use model.type='encoder_decoder', or "

@@ -30,6 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TRANSFORMER_RECIPE = "configs/shakespeare_char_cpu.py"
 LSTM_RECIPE = "configs/lstm_shakespeare_char.py"
 SEQ2SEQ_RECIPE = "configs/seq2seq_reverse.py"
+LSTM_ATTENTION_RECIPE = "configs/lstm_attention_reverse.py"
 
 # Out-of-range values per key, as typed after --config.KEY= (the recipes'
 # values: seq_len 64, 4 heads of width 128). Keys that accept any string
@@ -124,6 +125,8 @@ BAD = {
     "model.num_encoder_layers": ["-1"],
     "model.max_source_len": ["-1", "8"],  # 8 < data.source_len
     "model.share_embeddings": [],
+    "model.bidirectional": [],
+    "model.attention": ["dot", ""],
 }
 
 # Bad combinations of values that are each fine alone.
@@ -148,6 +151,7 @@ RELATIONS = [
     (SEQ2SEQ_RECIPE, ["--config.data.source=synthetic:rotate"], "synthetic:rotate"),
     (SEQ2SEQ_RECIPE, ["--config.data.source=text:x.txt"], "model.type='encoder_decoder'"),
     (TRANSFORMER_RECIPE, ["--config.data.source=synthetic:copy"], "model.type='transformer'"),
+    (LSTM_ATTENTION_RECIPE, ["--config.data.source=text:x.txt"], "model.type='lstm_attention'"),
     (TRANSFORMER_RECIPE, ["--config.distributed.num_processes=2",
                           "--config.distributed.process_id=2"], "distributed.process_id"),
 ]
@@ -180,14 +184,15 @@ def bad_values(key: str, value: object) -> list[str]:
 def cases() -> list[tuple[str, str, str]]:
   """(recipe, key, bad value): every key of the Transformer recipe, the LSTM
   recipe's model keys, and the encoder-decoder's own model keys (it shares the
-  Transformer's rules for the rest)."""
+  Transformer's rules for the rest), and the LSTM with attention's own model keys."""
   out = []
-  transformer_keys = set(leaves(recipe_config(TRANSFORMER_RECIPE)))
-  for recipe in (TRANSFORMER_RECIPE, LSTM_RECIPE, SEQ2SEQ_RECIPE):
+  shared = {SEQ2SEQ_RECIPE: set(leaves(recipe_config(TRANSFORMER_RECIPE))),
+            LSTM_ATTENTION_RECIPE: set(leaves(recipe_config(LSTM_RECIPE)))}
+  for recipe in (TRANSFORMER_RECIPE, LSTM_RECIPE, SEQ2SEQ_RECIPE, LSTM_ATTENTION_RECIPE):
     for key, value in leaves(recipe_config(recipe)).items():
       if recipe != TRANSFORMER_RECIPE and not key.startswith("model."):
         continue
-      if recipe == SEQ2SEQ_RECIPE and key in transformer_keys:
+      if key in shared.get(recipe, ()):
         continue
       out += [(recipe, key, bad) for bad in bad_values(key, value)]
   return out

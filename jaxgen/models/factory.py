@@ -16,11 +16,12 @@ from jaxgen.errors import UserError
 from jaxgen.models.attention import BACKENDS
 from jaxgen.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
+from jaxgen.models.lstm_attention import LSTMAttention, LSTMAttentionConfig
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
 
-ModelConfig = Union[TransformerConfig, LSTMConfig, EncoderDecoderConfig]
-Model = Union[TransformerLM, LSTMLM, EncoderDecoder]
-TYPES = ("transformer", "lstm", "encoder_decoder")
+ModelConfig = Union[TransformerConfig, LSTMConfig, EncoderDecoderConfig, LSTMAttentionConfig]
+Model = Union[TransformerLM, LSTMLM, EncoderDecoder, LSTMAttention]
+TYPES = ("transformer", "lstm", "encoder_decoder", "lstm_attention")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -40,6 +41,14 @@ def model_config(m: ml_collections.ConfigDict, vocab_size: int, seq_len: int,
       return LSTMConfig(vocab_size=vocab, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
                         num_layers=m.num_layers, dropout=m.dropout, unroll=m.unroll,
                         dtype=dtype, param_dtype=param_dtype)
+    if m.type == "lstm_attention":
+      return LSTMAttentionConfig(
+          vocab_size=vocab, max_len=seq_len, max_source_len=source_len or seq_len,
+          embed_dim=m.embed_dim, hidden_size=m.hidden_size, num_layers=m.num_layers,
+          num_encoder_layers=m.num_encoder_layers or m.num_layers,
+          bidirectional=m.bidirectional, attention=m.attention,
+          share_embeddings=m.share_embeddings, dropout=m.dropout, unroll=m.unroll,
+          dtype=dtype, param_dtype=param_dtype)
     if m.type in ("transformer", "encoder_decoder"):
       if m.attention_backend not in BACKENDS:
         raise UserError(f"model.attention_backend={m.attention_backend!r} is unknown; "
@@ -75,12 +84,14 @@ def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> Model:
     return LSTMLM(cfg, rngs=rngs)
   if isinstance(cfg, EncoderDecoderConfig):
     return EncoderDecoder(cfg, rngs=rngs)
+  if isinstance(cfg, LSTMAttentionConfig):
+    return LSTMAttention(cfg, rngs=rngs)
   return TransformerLM(cfg, rngs=rngs)
 
 
 def context_limit(cfg: ModelConfig) -> int | None:
   """The longest sequence the model reads at once; None when unbounded (LSTM)."""
-  return cfg.max_len if isinstance(cfg, (TransformerConfig, EncoderDecoderConfig)) else None
+  return None if isinstance(cfg, LSTMConfig) else cfg.max_len
 
 
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
