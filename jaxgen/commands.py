@@ -40,7 +40,8 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
 
 
 def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.Path:
-  """Trains a SentencePiece model on the training split into `data.tokenizer_path`."""
+  """Trains a SentencePiece model on the training split (both sides of paired data)
+  into `data.tokenizer_path`."""
   d = cfg.data
   if not d.tokenizer_path:
     raise UserError("data.tokenizer_path is empty: set where the SentencePiece model goes, "
@@ -51,6 +52,11 @@ def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.
                     "data.tokenizer_path (nothing is overwritten)")
   if vocab_size < 1:
     raise UserError(f"--vocab_size={vocab_size} must be positive")
-  tokenizer = train_sentencepiece(sources.documents(d, "train"), vocab_size, path)
+  from jaxgen.data import pairs
+  if pairs.is_paired(d):  # one vocabulary for both sides: trained on both
+    texts = [text for pair in pairs.pairs(d, "train") for text in pair]
+  else:
+    texts = sources.documents(d, "train")
+  tokenizer = train_sentencepiece(texts, vocab_size, path)
   print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size}), flush=True)
   return path

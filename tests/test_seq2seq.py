@@ -183,3 +183,46 @@ def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
   lines = [line for line in out.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
   assert needle in lines[0], shown
+
+
+def test_resume_continues_exactly(tmp_path):
+  """A run stopped after step 6 (its checkpoint) and started again gives the losses
+  of an uninterrupted run: the pair stream resumes where it was."""
+  whole = tmp_path / "whole"
+  run(reverse_config(steps=12, decay_steps=12), whole)
+  part = tmp_path / "part"
+  run(reverse_config(steps=6, decay_steps=12), part)  # the same schedule, stopped early
+  run(reverse_config(steps=12, decay_steps=12), part)
+  np.testing.assert_allclose(train_losses(part)[-6:], train_losses(whole)[-6:], atol=1e-6,
+                             rtol=0)
+
+
+def test_tsv_and_jsonl_pairs(tmp_path):
+  tsv = tmp_path / "p.tsv"
+  tsv.write_text("".join(f"quelle {i}\tziel {i}\n" for i in range(10)) + "\n")
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.2)
+  assert pairs.is_paired(cfg.data)
+  assert list(pairs.pairs(cfg.data, "eval")) == [("quelle 8", "ziel 8"), ("quelle 9", "ziel 9")]
+  assert len(pairs.pairs(cfg.data, "train")) == 8
+  jsonl = tmp_path / "p.jsonl"
+  jsonl.write_text("".join(json.dumps({"de": f"a{i}", "en": f"b{i}"}) + "\n" for i in range(5)))
+  cfg.data.update(source=f"jsonl:{jsonl}", source_key="de", target_key="en", val_fraction=0.2)
+  assert pairs.pairs(cfg.data, "train")[0] == ("a0", "b0")
+  cfg.data.target_key = "fr"
+  with pytest.raises(UserError, match="'fr'") as err:
+    pairs.pairs(cfg.data, "train")
+  one_line(err)
+  cfg.data.source_key = ""
+  assert not pairs.is_paired(cfg.data)  # jsonl documents for language models
+
+
+DING = REPO.parent / "shared/data/ding_de_en/pairs.tsv"
+
+
+@pytest.mark.skipif(not DING.exists(), reason=f"the Ding pairs are not at {DING}")
+def test_ding_pairs_split():
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{DING}", val_fraction=0.1)
+  train, evaluate = pairs.pairs(cfg.data, "train"), pairs.pairs(cfg.data, "eval")
+  assert len(train) + len(evaluate) == 16_503 and len(evaluate) == 1_651

@@ -1,0 +1,43 @@
+"""German -> English translation with a Transformer encoder-decoder, on a CPU.
+
+The Ding dictionary's 16,503 sentence pairs (../shared/data/ding_de_en, the
+last 10% for validation), one SentencePiece vocabulary for both sides, a
+3+3-layer 256-wide model with dropout; sized to train on two CPU cores in
+about 20 minutes. Copying the source scores chrF ~15; see
+benchmarks/RESULTS.md for what this reaches. From the repository root:
+
+  jaxgen tokenizer train --config=configs/translate_de_en.py --vocab_size=4000
+  jaxgen train --config=configs/translate_de_en.py --workdir=runs/de_en
+  jaxgen sample --workdir=runs/de_en --source="Das ist gut." --beam_size=4
+"""
+
+from jaxgen import config as base
+
+
+def get_config():
+  c = base.base_config()
+  c.model = base.encoder_decoder_model()
+  c.model.num_layers = 3
+  c.model.num_encoder_layers = 3
+  c.model.num_heads = 4
+  c.model.embed_dim = 256
+  c.model.dropout = 0.1
+  c.data.source = "tsv:../shared/data/ding_de_en/pairs.tsv"
+  c.data.val_fraction = 0.1
+  c.data.tokenizer = "sentencepiece"
+  c.data.tokenizer_path = "tokenizers/ding_de_en_4k.model"
+  c.data.seq_len = 36  # target tokens with bos/eos: 99% of pairs fit, longer ones are cut
+  c.data.source_len = 36
+  c.train.steps = 3000
+  c.train.batch_size = 64
+  c.train.learning_rate = 1e-3
+  c.train.min_learning_rate = 5e-5
+  c.train.warmup_steps = 200
+  c.train.b2 = 0.98
+  c.train.weight_decay = 0.1
+  c.eval.every_steps = 500
+  c.eval.steps = 10
+  c.eval.decode_examples = 500
+  c.checkpoint.every_steps = 500
+  c.sample.temperature = 0.0
+  return c
