@@ -43,6 +43,10 @@ class EncoderDecoderConfig:
     return self.decoder.max_len
 
   @property
+  def vocab_size(self) -> int:
+    return self.decoder.vocab_size
+
+  @property
   def encoder(self) -> TransformerConfig:
     return dataclasses.replace(self.decoder, num_layers=self.num_encoder_layers,
                                max_len=self.max_source_len)
