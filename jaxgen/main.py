@@ -183,8 +183,11 @@ def _sample_sources(generate, read_lines) -> None:
     raise UserError("--step and --best both given; use one")
   sources = (read_lines(_SOURCE_FILE.value, "--source_file") if _SOURCE_FILE.value is not None
              else [_SOURCE.value])
+  # Outputs from a source are greedy unless --temperature is given: a translation
+  # should not change from one run to the next.
+  temperature = _TEMPERATURE.value if flags.FLAGS["temperature"].present else 0.0
   texts = generate(_WORKDIR.value, source=sources, max_new_tokens=_MAX_NEW.value,
-                   temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                   temperature=temperature, top_k=_TOP_K.value, top_p=_TOP_P.value,
                    num_samples=_NUM_SAMPLES.value, seed=_SEED.value, beam_size=_BEAM.value,
                    length_penalty=_LENGTH_PENALTY.value, step=_STEP.value, best=_BEST.value)
   # One line per output: a line break inside one would shift every later line.
