@@ -54,7 +54,7 @@ def main(argv):
     mc = dataclasses.replace(model_cfg, cache_cross_kv=cached)
     variants[cached] = nnx.split(create_model(mc, nnx.Rngs(cfg.train.seed)))
   rng = np.random.default_rng(0)
-  result = {"benchmark": "seq2seq_decode_throughput", "config": flags.FLAGS["config"].value,
+  result = {"benchmark": "seq2seq_decode_throughput", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
             "source_len": source_len, "new_tokens": new, "layers": model_cfg.decoder.num_layers,
             "encoder_layers": model_cfg.num_encoder_layers,
             "width": model_cfg.decoder.embed_dim, "dtype": jax.numpy.dtype(

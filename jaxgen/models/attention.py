@@ -81,8 +81,9 @@ class Attention(nnx.Module):
   # encoder's output), projected once by `cross_kv` and reused by every call.
 
   def cross_kv(self, memory_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Keys and values [B, S, K, H] of `memory_BSD` (no RoPE: cross-attention has no
-    relative positions)."""
+    """Keys and values [B, K, S, H] of `memory_BSD`, heads-major as the attention
+    matmuls read them, so a decoding step reuses them without a transposed copy (no
+    RoPE: cross-attention has no relative positions)."""
     dt = self.cfg.dtype
     b, s, d = memory_BSD.shape
     k, h = self.cfg.num_kv_heads, self.cfg.head_dim
@@ -91,19 +92,30 @@ class Attention(nnx.Module):
     if self.cfg.use_bias:
       y_MZ += jnp.concatenate([bb[...].reshape(-1) for bb in (self.bk, self.bv)]).astype(dt)
     k_MKH, v_MKH = jnp.split(y_MZ, 2, axis=1)
-    return k_MKH.reshape(b, s, k, h), v_MKH.reshape(b, s, k, h)
+    return tuple(x.reshape(b, s, k, h).transpose(0, 2, 1, 3) for x in (k_MKH, v_MKH))
 
-  def cross(self, x_BTD: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array,
-            mask: jax.Array) -> jax.Array:
-    """Attends x's queries to `cross_kv`'s keys/values; `mask` broadcasts to [B, N, T, S]."""
+  def cross(self, x_BTD: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array,
+            mask_B1TS: jax.Array) -> jax.Array:
+    """Attends x's queries to `cross_kv`'s keys/values; `mask_B1TS` (True = may
+    attend) broadcasts to [B, 1, T, S]. Softmax in float32."""
     dt = self.cfg.dtype
     b, t, d = x_BTD.shape
-    n, h = self.cfg.num_heads, self.cfg.head_dim
+    n, k, h = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
+    g = n // k
     q_MZ = x_BTD.reshape(b * t, d).astype(dt) @ self.wq[...].reshape(d, -1).astype(dt)
     if self.cfg.use_bias:
       q_MZ += self.bq[...].reshape(-1).astype(dt)
-    out_BTNH = xla_attention(q_MZ.reshape(b, t, n, h), k_BSKH.astype(dt), v_BSKH.astype(dt),
-                             mask=mask, is_causal=False)
+    # A key/value head's G query heads at T positions as one row block.
+    q_BKQH = q_MZ.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
+    logits_BKQS = jnp.einsum("BKQH,BKSH->BKQS", q_BKQH, k_BKSH.astype(dt),
+                             preferred_element_type=jnp.float32) * (h ** -0.5)
+    s = k_BKSH.shape[2]
+    allowed_B1GTS = jnp.broadcast_to(mask_B1TS[:, :, None], (mask_B1TS.shape[0], 1, g, t, s))
+    logits_BKGTS = jnp.where(allowed_B1GTS, logits_BKQS.reshape(b, k, g, t, s),
+                             jnp.finfo(jnp.float32).min)
+    probs_BKQS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt).reshape(b, k, g * t, s)
+    out_BKQH = jnp.einsum("BKQS,BKSH->BKQH", probs_BKQS, v_BKSH.astype(dt))
+    out_BTNH = out_BKQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     return self._project_out(out_BTNH)
 
   def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array,

@@ -91,15 +91,15 @@ class DecoderBlock(nnx.Module):
     rngs = _split_or_none(dropout_rng, 3)
     h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
     x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[0]).astype(x_BTD.dtype)
-    k_BSKH, v_BSKH = self.cross.cross_kv(memory_BSD)
-    h_BTD = self.cross.cross(self.cross_norm(x_BTD), k_BSKH, v_BSKH, mask_B1TS)
+    k_BKSH, v_BKSH = self.cross.cross_kv(memory_BSD)
+    h_BTD = self.cross.cross(self.cross_norm(x_BTD), k_BKSH, v_BKSH, mask_B1TS)
     x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[1]).astype(x_BTD.dtype)
     h_BTD = self.mlp(self.mlp_norm(x_BTD))
     return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[2]).astype(x_BTD.dtype)
 
   def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
     """One decoding call: self-attention through the key/value cache, cross-attention
-    to the cache's precomputed source keys/values (`ck`, `cv` [B, S, K, H])."""
+    to the cache's precomputed source keys/values (`ck`, `cv` [B, K, S, H])."""
     h_BTD, kv = self.attn.decode(self.attn_norm(x_BTD), {"k": cache["k"], "v": cache["v"]},
                                  index, lengths_B, layer)
     x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
@@ -214,7 +214,7 @@ class EncoderDecoder(nnx.Module):
     else:
       ck, cv = (tuple(x) for x in zip(*(b.cross.cross_kv(memory_BSD) for b in self.blocks)))
       empty = lambda: tuple(kv_cache.empty(*args) for _ in range(dec.num_layers))
-    mask_B11S = (source_segment_ids_BS != 0)[:, None, None, :]
+    mask_B11S = (source_segment_ids_BS != 0)[:, None, None, :]  # [B, 1, T=1, S]
     cross = {"ck": ck, "cv": cv} if self.cfg.cache_cross_kv else {"memory": memory_BSD}
     return {"k": empty(), "v": empty(), **cross, "mask": mask_B11S,
             "index": jnp.zeros((), jnp.int32)}

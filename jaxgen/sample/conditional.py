@@ -25,9 +25,13 @@ BATCH_ROWS = 64
 def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *,
                           source_len: int, max_new_tokens: int, temperature: float = 0.0,
                           top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
-                          seed: int = 0, beam_size: int = 0,
-                          length_penalty: float = 1.0) -> list[list[str]]:
-  """Per source, `num_samples` output texts (beam search: the best beams, best first)."""
+                          seed: int = 0, beam_size: int = 0, length_penalty: float = 1.0,
+                          truncate: bool = False) -> list[list[str]]:
+  """Per source, `num_samples` output texts (beam search: the best beams, best first).
+
+  A source longer than the model reads is an error, or with `truncate` cut as
+  training cuts it (evaluation: its reference still counts in full).
+  """
   ids = []
   for i, text in enumerate(sources):
     where = "the source" if len(sources) == 1 else f"source {i + 1}"
@@ -35,7 +39,7 @@ def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *
       row = np.asarray(tokenizer.encode(text), np.int32)
     except UserError as e:
       raise UserError(f"{where}: {e}") from None
-    if len(row) + 1 > source_len:
+    if len(row) + 1 > source_len and not truncate:
       raise UserError(f"{where} is {len(row)} tokens, but the model reads sources of at most "
                       f"{source_len - 1} (plus eos); shorten it")
     ids.append(encode_source(tokenizer, text, source_len))

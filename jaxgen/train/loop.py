@@ -277,7 +277,7 @@ def _decoded_metrics(cfg, s: Setup, graphdef, params) -> dict:
   from jaxgen.sample import conditional
   outputs = conditional.generate_from_sources(
       graphdef, params, s.tokenizer, [src for src, _ in s.decode_pairs],
-      source_len=s.source_len, max_new_tokens=s.model_cfg.max_len - 1)
+      source_len=s.source_len, max_new_tokens=s.model_cfg.max_len - 1, truncate=True)
   scores = conditional.text_metrics([o[0] for o in outputs], [t for _, t in s.decode_pairs])
   return {f"val_{k}": v for k, v in scores.items()}
 
@@ -292,7 +292,7 @@ def _sample_text(cfg, s: Setup, graphdef, params) -> str:
     out = conditional.generate_from_sources(
         graphdef, params, s.tokenizer, [source], source_len=s.source_len,
         max_new_tokens=s.model_cfg.max_len - 1, temperature=sample_cfg.temperature,
-        top_k=sample_cfg.top_k)
+        top_k=sample_cfg.top_k, truncate=True)
     return f"{source} -> {out[0][0]}"
   start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
   prompt = np.concatenate([np.asarray(start, np.int32), s.tokenizer.encode(sample_cfg.prompt)])
