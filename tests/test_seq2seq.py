@@ -226,3 +226,18 @@ def test_ding_pairs_split():
   cfg.data.update(source=f"tsv:{DING}", val_fraction=0.1)
   train, evaluate = pairs.pairs(cfg.data, "train"), pairs.pairs(cfg.data, "eval")
   assert len(train) + len(evaluate) == 16_503 and len(evaluate) == 1_651
+
+
+def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
+  from jaxgen.sample import conditional
+  from jaxgen.sample.restore import restore
+  workdir, _ = trained
+  with pytest.raises(UserError, match="at most 7") as err:
+    jaxgen.sample.generate(str(workdir), source="abcdefabcdef")
+  one_line(err)
+  graphdef, params, _, tokenizer = restore(str(workdir))
+  cut = conditional.generate_from_sources(graphdef, params, tokenizer, ["abcdefabcdef"],
+                                          source_len=8, max_new_tokens=7, truncate=True)
+  same = conditional.generate_from_sources(graphdef, params, tokenizer, ["abcdefa"],
+                                           source_len=8, max_new_tokens=7)
+  assert cut == same
