@@ -13,7 +13,8 @@ evaluate. A batch holds "source" [B, S] (source ids + eos, padded) with
 "source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
 "targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
 target tokens, 0 on padding): the loss counts target tokens only. Longer
-sources and targets are cut to data.source_len and data.seq_len.
+sources are cut to data.source_len (still ending in eos), longer targets to
+data.seq_len.
 """
 
 from __future__ import annotations
@@ -191,9 +192,10 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
 
 
 def encode_source(tokenizer: Any, text: str, source_len: int) -> np.ndarray:
-  """Source ids + eos, cut to `source_len`."""
-  ids = np.asarray(tokenizer.encode(text), np.int32)
-  return np.concatenate([ids, [tokenizer.eos_id]]).astype(np.int32)[:source_len]
+  """Source ids + eos, at most `source_len` tokens: a longer source is cut, and still
+  ends in eos."""
+  ids = np.asarray(tokenizer.encode(text), np.int32)[:source_len - 1]
+  return np.concatenate([ids, [tokenizer.eos_id]]).astype(np.int32)
 
 
 class _Encode:
