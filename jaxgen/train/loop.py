@@ -310,12 +310,14 @@ def _reposition(mode: str, train_iter, meta: dict, step: int) -> None:
   """Continues the data stream of a checkpoint from another number of processes."""
   saved = meta.get("processes", 1)
   if mode != "windows":
+    what = "paired data" if mode == "pairs" else f"data.mode={mode!r}"
     raise UserError(
         f"the checkpoint of step {step} was written by {saved} process(es), and "
-        f"data.mode={mode!r} keeps each process's own position in its share of the data, "
+        f"{what} keeps each process's own position in its share of the data, "
         f"which {jax.process_count()} process(es) cannot take over without replaying or "
-        f"skipping data; resume with {saved} process(es), or start a new --workdir "
-        "(data.mode='windows' streams do not depend on the process count)")
+        f"skipping data; resume with {saved} process(es), or start a new --workdir"
+        + ("" if mode == "pairs" else
+           " (data.mode='windows' streams do not depend on the process count)"))
   # A windows batch is a function of the seed and its index alone.
   train_iter.set_state(windows_state(step))
 
