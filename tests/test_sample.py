@@ -7,7 +7,6 @@ import pytest
 from flax import nnx
 
 from jaxgen.models.interface import DecoderOnly
-
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
 from jaxgen.sample.decode import generate, sample_logits
