@@ -15,6 +15,14 @@ from jaxgen.errors import UserError
 
 def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
   """Readies `data.source` (downloads and prepares TFDS data sets) and prints its sizes."""
+  from jaxgen.data import pairs
+  if pairs.is_paired(cfg.data):
+    sizes = {}
+    for split in ("train", "eval"):
+      items = pairs.pairs(cfg.data, split)
+      sizes[split] = {"pairs": len(items)}
+      print(f"{cfg.data.source} {split}: {len(items):,} pairs", flush=True)
+    return sizes
   sizes = sources.prepare(cfg.data)
   for split, s in sizes.items():
     name = cfg.data.train_split if split == "train" else cfg.data.eval_split
@@ -27,6 +35,22 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
   """Prints the first training batches decoded: what the model will be fed."""
   from jaxgen.data.pipeline import describe, make_dataset  # Grain only here
   d = cfg.data
+  from jaxgen.data import pairs
+  if pairs.is_paired(d):
+    train = pairs.pairs(d, "train")
+    tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train, pairs.pairs(d, "eval")))
+    print(f"{d.source}: {len(train):,} training pairs, tokenizer {tokenizer!r}", flush=True)
+    dataset = pairs.make_pair_dataset(train, tokenizer, source_len=d.source_len or d.seq_len,
+                                      target_len=d.seq_len, batch_size=cfg.train.batch_size,
+                                      seed=cfg.train.seed, shuffle=d.shuffle, prefetch=0)
+    for i, batch in enumerate(itertools.islice(iter(dataset), max(1, num_batches))):
+      print(f"=== batch {i} ===", flush=True)
+      for b in range(len(batch["source"])):
+        src = batch["source"][b][batch["source_segment_ids"][b] != 0]
+        tgt = batch["targets"][b][batch["weights"][b] != 0]
+        print(f"{tokenizer.decode(src)!r} -> {tokenizer.decode(tgt)!r} ({len(src)} -> "
+              f"{len(tgt)} tokens, eos included)", flush=True)
+    return
   train_docs = sources.documents(d, "train")
   tokenizer = build_tokenizer(
       d, lambda: itertools.chain(train_docs, sources.documents(d, "eval")))
@@ -40,7 +64,8 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
 
 
 def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.Path:
-  """Trains a SentencePiece model on the training split into `data.tokenizer_path`."""
+  """Trains a SentencePiece model on the training split (both sides of paired data)
+  into `data.tokenizer_path`."""
   d = cfg.data
   if not d.tokenizer_path:
     raise UserError("data.tokenizer_path is empty: set where the SentencePiece model goes, "
@@ -51,6 +76,11 @@ def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.
                     "data.tokenizer_path (nothing is overwritten)")
   if vocab_size < 1:
     raise UserError(f"--vocab_size={vocab_size} must be positive")
-  tokenizer = train_sentencepiece(sources.documents(d, "train"), vocab_size, path)
+  from jaxgen.data import pairs
+  if pairs.is_paired(d):  # one vocabulary for both sides: trained on both
+    texts = [text for pair in pairs.pairs(d, "train") for text in pair]
+  else:
+    texts = sources.documents(d, "train")
+  tokenizer = train_sentencepiece(texts, vocab_size, path)
   print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size}), flush=True)
   return path

@@ -46,7 +46,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mode = "windows"  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids)
   c.data.shuffle = True  # concat/pack: reshuffle every epoch
   c.data.prefetch = 2  # batches prepared ahead in background threads
-  c.data.seq_len = 64  # training window (context) length
+  c.data.seq_len = 64  # training window (context) length; with pairs, the target length
+  # Paired sources (conditional generation, see jaxgen/data/pairs.py): tsv:PATH_OR_GLOB,
+  # synthetic:copy|reverse|sort|addition, or jsonl:PATH_OR_GLOB with data.source_key set.
+  c.data.source_len = 0  # source tokens (with eos) per pair; 0: data.seq_len
+  c.data.source_key = ""  # jsonl: the source field; '' reads documents (data.text_key)
+  c.data.target_key = "target"  # jsonl: the target field
+  c.data.synthetic_seed = 0
+  c.data.synthetic_min_len = 1  # symbols per source (digits per number for addition)
+  c.data.synthetic_max_len = 16
+  c.data.synthetic_symbols = 26  # the first N letters a..z
+  c.data.synthetic_train_examples = 100_000
+  c.data.synthetic_eval_examples = 1_000
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
@@ -73,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   # After the last step, also the loss over the whole validation split in one
   # pass (`val_loss_full_split`): exact where eval.steps samples.
   c.eval.full_split_at_end = True
+  # Conditional models: greedy-decode the first N validation pairs at every evaluation
+  # for val_exact_match, val_bleu and val_chrf (sacrebleu); 0 skips it.
+  c.eval.decode_examples = 200
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 500  # also saved at the end of training; 0: only at the end
@@ -136,6 +150,28 @@ def transformer_model() -> ml_collections.ConfigDict:
   m.param_dtype = "float32"
   m.vocab_size = 0  # 0: the tokenizer's; set larger to reserve ids (GPT-2: 50304)
   m.vocab_multiple = 128  # pad the vocabulary for fast head matmuls
+  return m
+
+
+def encoder_decoder_model() -> ml_collections.ConfigDict:
+  """A Transformer encoder-decoder: the decoder-only keys (num_layers, max_len: the
+  decoder's) plus the encoder's depth and source length."""
+  m = transformer_model()
+  m.type = "encoder_decoder"
+  m.num_encoder_layers = 0  # 0: same as num_layers
+  m.max_source_len = 0  # 0: data.source_len
+  m.share_embeddings = True  # one token table for both sides (one vocabulary)
+  return m
+
+
+def lstm_attention_model() -> ml_collections.ConfigDict:
+  """An LSTM encoder-decoder with attention and input feeding."""
+  m = lstm_model()
+  m.type = "lstm_attention"
+  m.num_encoder_layers = 0  # 0: same as num_layers (the decoder's)
+  m.bidirectional = True  # the encoder reads the source both ways
+  m.attention = "luong"  # 'luong' (multiplicative) | 'bahdanau' (additive)
+  m.share_embeddings = True
   return m
 
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from jaxgen.data import sources
+from jaxgen.data import pairs, sources
 from jaxgen.errors import UserError
 
 _INT32_MAX = 2**31 - 1
@@ -93,6 +93,15 @@ _DATA = {
     "shuffle": _BOOL,
     "prefetch": _int(0, 1024),
     "seq_len": _int(1, 1 << 20),
+    "source_len": _int(0, 1 << 20, also=((0, "data.seq_len"),)),
+    "source_key": Rule(str, what="jsonl source field; '' for documents"),
+    "target_key": Rule(str, nonempty=True),
+    "synthetic_seed": _int(0),
+    "synthetic_min_len": _int(1, 4096),
+    "synthetic_max_len": _int(1, 4096),
+    "synthetic_symbols": _int(1, 26, what="letters a..z used"),
+    "synthetic_train_examples": _int(1),
+    "synthetic_eval_examples": _int(1),
 }
 _TRAIN = {
     "steps": _int(1),
@@ -119,6 +128,7 @@ _EVAL = {
     "steps": _int(0),
     "batch_size": _int(0),
     "full_split_at_end": _BOOL,
+    "decode_examples": _int(0),
 }
 _CHECKPOINT = {
     "every_steps": _int(0),
@@ -144,7 +154,7 @@ _SAMPLE = {
     "top_k": _int(0),
 }
 _TRANSFORMER = {
-    "type": _choice("transformer", "lstm"),
+    "type": _choice("transformer", "lstm", "encoder_decoder", "lstm_attention"),
     "num_layers": _int(1, 4096),
     "num_heads": _int(1, 4096),
     "num_kv_heads": _int(0, 4096, also=((0, "same as num_heads"),)),
@@ -180,12 +190,29 @@ _LSTM = {
     "vocab_multiple": _VOCAB_MULTIPLE,
 }
 
+_ENCODER_DECODER = {
+    **_TRANSFORMER,
+    "num_encoder_layers": _int(0, 4096, also=((0, "same as num_layers"),)),
+    "max_source_len": _int(0, 1 << 24, also=((0, "data.source_len"),)),
+    "share_embeddings": _BOOL,
+}
+
+_LSTM_ATTENTION = {
+    **_LSTM,
+    "num_encoder_layers": _int(0, 1024, also=((0, "same as num_layers"),)),
+    "bidirectional": _BOOL,
+    "attention": _choice("luong", "bahdanau"),
+    "share_embeddings": _BOOL,
+}
+
 # Section -> key -> Rule; `model` depends on model.type.
 RULES: dict[str, dict[str, Rule | None]] = {
     "data": _DATA, "train": _TRAIN, "eval": _EVAL, "checkpoint": _CHECKPOINT,
     "mesh": _MESH, "sample": _SAMPLE, "distributed": _DISTRIBUTED,
 }
-MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM}
+MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM, "encoder_decoder": _ENCODER_DECODER,
+               "lstm_attention": _LSTM_ATTENTION}
+CONDITIONAL_TYPES = ("encoder_decoder", "lstm_attention")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -232,7 +259,8 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
 def _model_rules(cfg: Any) -> dict[str, Rule]:
   model_type = cfg.model.get("type") if "model" in cfg else None
   if model_type not in MODEL_RULES:
-    raise UserError(f"model.type={model_type!r} is unknown; use 'transformer' or 'lstm'")
+    raise UserError(f"model.type={model_type!r} is unknown; use one of "
+                    f"{', '.join(map(repr, MODEL_RULES))}")
   return MODEL_RULES[model_type]
 
 
@@ -290,6 +318,9 @@ def _check_relations(cfg: Any) -> None:
   require(d.tokenizer != "hf" or bool(d.tokenizer_path),
            "data.tokenizer='hf' needs data.tokenizer_path: a directory holding a Hugging "
            "Face tokenizer.json (`jaxgen import` writes one into its workdir)")
+  _check_pairs(d, m)
+  if m.type == "lstm_attention":
+    return
   if m.type == "lstm":
     require(d.mode != "pack", "data.mode='pack' needs a Transformer (segment ids mask its "
              "attention); an LSTM reads data.mode='windows' or 'concat'")
@@ -313,6 +344,34 @@ def _check_relations(cfg: Any) -> None:
   require(m.vocab_size == 0 or m.vocab_size >= 3,
            f"model.vocab_size={m.vocab_size} is too small to hold pad, bos and eos; use 0 "
            "(the tokenizer's) or a size at least the tokenizer's")
+
+
+def _check_pairs(d: Any, m: Any) -> None:
+  """A conditional model reads pairs, a language model documents."""
+  paired = pairs.is_paired(d)
+  if m.type in CONDITIONAL_TYPES:
+    require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "
+            f"data, but data.source={d.source!r} gives documents; use synthetic:TASK, "
+            "tsv:PATH_OR_GLOB, or jsonl:PATH_OR_GLOB with data.source_key")
+    max_source = m.get("max_source_len", 0)
+    require(not max_source or (d.source_len or d.seq_len) <= max_source,
+            f"data.source_len={d.source_len or d.seq_len} exceeds model.max_source_len="
+            f"{max_source}; raise model.max_source_len or lower data.source_len")
+  else:
+    require(not paired, f"data.source={d.source!r} gives (source, target) pairs, which "
+            f"model.type={m.type!r} cannot read; use model.type='encoder_decoder', or "
+            "documents (text:, jsonl: without data.source_key, tfds:, bundled:)")
+  if not paired:
+    return
+  scheme, _, task = str(d.source).partition(":")
+  require(scheme != "synthetic" or task in pairs.TASKS,
+          f"data.source={d.source!r} names no synthetic task; use one of "
+          + ", ".join(f"synthetic:{t}" for t in pairs.TASKS))
+  require(d.mode != "pack", "data.mode='pack' is for documents; paired data is padded "
+          "per pair (use data.mode='windows', which pairs ignore)")
+  require(d.synthetic_min_len <= d.synthetic_max_len,
+          f"data.synthetic_min_len={d.synthetic_min_len} exceeds data.synthetic_max_len="
+          f"{d.synthetic_max_len}; the lengths are a range min..max")
 
 
 def _check_distributed(dist: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import sys
 
 from absl import app, flags, logging
@@ -35,6 +36,12 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "sample: beam search with this many
                              "(0 = sample); --num_samples best beams are printed.")
 _LENGTH_PENALTY = flags.DEFINE_float("length_penalty", 1.0, "sample: beam length "
                                      "normalisation exponent alpha (0 = raw log-probability).")
+# Conditional models (encoder-decoders): generate from sources instead of prompts.
+_SOURCE = flags.DEFINE_string("source", None, "sample: the source text to generate from.")
+_SOURCE_FILE = flags.DEFINE_string("source_file", None, "sample: a file of sources, one per "
+                                   "line, generated in batches.")
+_OUTPUT_FILE = flags.DEFINE_string("output_file", None, "sample: write one output per source "
+                                   "line here (plain text, input order) instead of printing.")
 _STEP = flags.DEFINE_integer("step", None, "sample: restore the checkpoint of this step.")
 _BEST = flags.DEFINE_bool("best", False, "sample: restore the checkpoint with the lowest "
                           "validation loss.")
@@ -160,6 +167,12 @@ def _join_job(cfg) -> None:
 
 def _sample() -> None:
   from jaxgen.sample.restore import generate, read_prompt_file
+  if _SOURCE.value is not None or _SOURCE_FILE.value is not None:
+    _sample_sources(generate, read_prompt_file)
+    return
+  if _OUTPUT_FILE.value is not None:
+    raise UserError("--output_file writes the outputs of --source or --source_file; "
+                    "give one of them")
   if _PROMPT_FILE.value is not None and _PROMPT.present:
     raise UserError("--prompt and --prompt_file both given; use one")
   if _STEP.value is not None and _BEST.value:
@@ -190,6 +203,38 @@ def _interop(command: str) -> None:
     print(f"jaxgen: imported {_HF.value} into {wd}; sample with `jaxgen sample "
           f"--workdir={wd}`, fine-tune with `jaxgen train --config={wd / 'config.py'} "
           f"--workdir={wd}`", flush=True)
+
+
+def _sample_sources(generate, read_lines) -> None:
+  """`jaxgen sample --source=... | --source_file=F [--output_file=O]`."""
+  if _SOURCE.value is not None and _SOURCE_FILE.value is not None:
+    raise UserError("--source and --source_file both given; use one")
+  if _PROMPT.present or _PROMPT_FILE.value is not None:
+    raise UserError("--prompt and --source both given: an encoder-decoder generates from "
+                    "its source; use --source or --source_file alone")
+  if _STEP.value is not None and _BEST.value:
+    raise UserError("--step and --best both given; use one")
+  sources = (read_lines(_SOURCE_FILE.value, "--source_file") if _SOURCE_FILE.value is not None
+             else [_SOURCE.value])
+  # Outputs from a source are greedy unless --temperature is given: a translation
+  # should not change from one run to the next.
+  temperature = _TEMPERATURE.value if flags.FLAGS["temperature"].present else 0.0
+  texts = generate(_WORKDIR.value, source=sources, max_new_tokens=_MAX_NEW.value,
+                   temperature=temperature, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                   num_samples=_NUM_SAMPLES.value, seed=_SEED.value, beam_size=_BEAM.value,
+                   length_penalty=_LENGTH_PENALTY.value, step=_STEP.value, best=_BEST.value)
+  # One line per output: a line break inside one would shift every later line.
+  lines = [t.replace("\r", " ").replace("\n", " ") for samples in texts for t in samples]
+  if _OUTPUT_FILE.value is None:
+    print("\n".join(lines), flush=True)
+    return
+  out = pathlib.Path(_OUTPUT_FILE.value).expanduser()
+  if out.is_dir() or not out.parent.is_dir():
+    raise UserError(f"--output_file={_OUTPUT_FILE.value} cannot be written: "
+                    + ("it is a directory" if out.is_dir() else f"{out.parent} does not exist"))
+  tmp = out.with_name(f".{out.name}.tmp")
+  tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  os.replace(tmp, out)  # whole or not at all
 
 
 def _check_plan_flags() -> None:

@@ -29,6 +29,8 @@ from jaxgen.errors import UserError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRANSFORMER_RECIPE = "configs/shakespeare_char_cpu.py"
 LSTM_RECIPE = "configs/lstm_shakespeare_char.py"
+SEQ2SEQ_RECIPE = "configs/seq2seq_reverse.py"
+LSTM_ATTENTION_RECIPE = "configs/lstm_attention_reverse.py"
 
 # Out-of-range values per key, as typed after --config.KEY= (the recipes'
 # values: seq_len 64, 4 heads of width 128). Keys that accept any string
@@ -48,6 +50,15 @@ BAD = {
     "data.shuffle": [],
     "data.prefetch": ["-1"],
     "data.seq_len": ["0", "-5"],
+    "data.source_len": ["-1"],
+    "data.source_key": [],
+    "data.target_key": [""],
+    "data.synthetic_seed": ["-1"],
+    "data.synthetic_min_len": ["0", "-2"],
+    "data.synthetic_max_len": ["0", "5000"],
+    "data.synthetic_symbols": ["0", "27"],
+    "data.synthetic_train_examples": ["0"],
+    "data.synthetic_eval_examples": ["0", "-1"],
     "train.steps": ["0", "-3"],
     "train.batch_size": ["0", "-1"],
     "train.grad_accum_steps": ["0", "-2"],
@@ -68,6 +79,7 @@ BAD = {
     "eval.steps": ["-1"],
     "eval.batch_size": ["-2"],
     "eval.full_split_at_end": [],
+    "eval.decode_examples": ["-1"],
     "checkpoint.every_steps": ["-1"],
     "checkpoint.keep": ["0", "-1"],
     "checkpoint.keep_best": [],
@@ -112,6 +124,11 @@ BAD = {
     "model.vocab_multiple": ["0"],
     "model.hidden_size": ["0", "-1"],
     "model.unroll": ["0"],
+    "model.num_encoder_layers": ["-1"],
+    "model.max_source_len": ["-1", "8"],  # 8 < data.source_len
+    "model.share_embeddings": [],
+    "model.bidirectional": [],
+    "model.attention": ["dot", ""],
 }
 
 # Bad combinations of values that are each fine alone.
@@ -130,6 +147,13 @@ RELATIONS = [
     (TRANSFORMER_RECIPE, ["--config.model.position=rope", "--config.model.head_dim=7"],
      "model.position"),
     (LSTM_RECIPE, ["--config.data.mode=pack"], "data.mode"),
+    (SEQ2SEQ_RECIPE, ["--config.data.mode=pack"], "data.mode"),
+    (SEQ2SEQ_RECIPE, ["--config.data.synthetic_min_len=9", "--config.data.synthetic_max_len=3"],
+     "data.synthetic_min_len"),
+    (SEQ2SEQ_RECIPE, ["--config.data.source=synthetic:rotate"], "synthetic:rotate"),
+    (SEQ2SEQ_RECIPE, ["--config.data.source=text:x.txt"], "model.type='encoder_decoder'"),
+    (TRANSFORMER_RECIPE, ["--config.data.source=synthetic:copy"], "model.type='transformer'"),
+    (LSTM_ATTENTION_RECIPE, ["--config.data.source=text:x.txt"], "model.type='lstm_attention'"),
     (TRANSFORMER_RECIPE, ["--config.distributed.num_processes=2",
                           "--config.distributed.process_id=2"], "distributed.process_id"),
 ]
@@ -160,12 +184,17 @@ def bad_values(key: str, value: object) -> list[str]:
 
 
 def cases() -> list[tuple[str, str, str]]:
-  """(recipe, key, bad value): every key of the Transformer recipe, and the
-  LSTM recipe's model keys."""
+  """(recipe, key, bad value): every key of the Transformer recipe, the LSTM
+  recipe's model keys, and the encoder-decoder's own model keys (it shares the
+  Transformer's rules for the rest), and the LSTM with attention's own model keys."""
   out = []
-  for recipe in (TRANSFORMER_RECIPE, LSTM_RECIPE):
+  shared = {SEQ2SEQ_RECIPE: set(leaves(recipe_config(TRANSFORMER_RECIPE))),
+            LSTM_ATTENTION_RECIPE: set(leaves(recipe_config(LSTM_RECIPE)))}
+  for recipe in (TRANSFORMER_RECIPE, LSTM_RECIPE, SEQ2SEQ_RECIPE, LSTM_ATTENTION_RECIPE):
     for key, value in leaves(recipe_config(recipe)).items():
-      if recipe == LSTM_RECIPE and not key.startswith("model."):
+      if recipe != TRANSFORMER_RECIPE and not key.startswith("model."):
+        continue
+      if key in shared.get(recipe, ()):
         continue
       out += [(recipe, key, bad) for bad in bad_values(key, value)]
   return out

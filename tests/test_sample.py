@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxgen.models.interface import DecoderOnly
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
 from jaxgen.sample.decode import generate, sample_logits
@@ -133,10 +134,10 @@ def test_top_p_draws_only_from_the_nucleus():
   assert set(np.unique(only_top).tolist()) == {1}
 
 
-class RiggedLM(nnx.Module):
+class RiggedLM(DecoderOnly, nnx.Module):
   """A "model" whose logits are `logits_V` at every position, whatever it reads:
   its favourite tokens are chosen by the test. It has the decoding interface
-  (`init_cache`, `prefill`, `decode`) that `generate` uses."""
+  (`init_decoding` from `init_cache`, `prefill`, `decode`) that `generate` uses."""
 
   def __init__(self, logits_V):
     self.logits_V = nnx.Param(jnp.asarray(logits_V, jnp.float32))

@@ -27,7 +27,8 @@ from typing import Any
 from jaxgen.data import bundled
 from jaxgen.errors import UserError
 
-SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]")
+SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]",
+                "tsv:PATH_OR_GLOB", "synthetic:TASK")  # the last two: pairs (data/pairs.py)
 SPLITS = ("train", "eval")
 _PROBE_TIMEOUT_S = 5.0  # offline, a download fails this fast instead of after minutes
 # Defaults of the optional data.* keys, for configs written before they existed.
@@ -99,7 +100,7 @@ def _opt(data_cfg: Any, key: str) -> Any:
 
 def parse_source(source: str) -> tuple[str, str]:
   scheme, sep, rest = str(source).partition(":")
-  forms = dict(zip(("bundled", "text", "jsonl", "tfds"), SOURCE_FORMS))
+  forms = dict(zip(("bundled", "text", "jsonl", "tfds", "tsv", "synthetic"), SOURCE_FORMS))
   if not sep or scheme not in forms:
     raise UserError(f"data.source {source!r} has no known scheme; use one of "
                     f"{', '.join(SOURCE_FORMS)} (e.g. text:data/input.txt)")

@@ -37,6 +37,8 @@ class AttentionConfig:
   param_dtype: jnp.dtype = jnp.float32
   # Std of the output projection's init; GPT-2 scales it by 1/sqrt(2 * layers).
   out_init_std: float = 0.02
+  # False: every position sees every other of its segment (an encoder's self-attention).
+  causal: bool = True
 
   def __post_init__(self):
     if self.backend not in BACKENDS:
@@ -75,8 +77,49 @@ class Attention(nnx.Module):
     mask = None
     if segment_ids_BT is not None:
       mask = (segment_ids_BT[:, None, :, None] == segment_ids_BT[:, None, None, :])
-    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=True,
+    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=self.cfg.causal,
                        backend=self.cfg.backend)
+    return self._project_out(out_BTNH)
+
+  # Cross-attention: queries from x, keys/values from another sequence (an
+  # encoder's output), projected once by `cross_kv` and reused by every call.
+
+  def cross_kv(self, memory_BSD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys and values [B, K, S, H] of `memory_BSD`, heads-major as the attention
+    matmuls read them, so a decoding step reuses them without a transposed copy (no
+    RoPE: cross-attention has no relative positions)."""
+    dt = self.cfg.dtype
+    b, s, d = memory_BSD.shape
+    k, h = self.cfg.num_kv_heads, self.cfg.head_dim
+    w_DZ = jnp.concatenate([w[...].reshape(d, -1) for w in (self.wk, self.wv)], axis=1)
+    y_MZ = memory_BSD.reshape(b * s, d).astype(dt) @ w_DZ.astype(dt)
+    if self.cfg.use_bias:
+      y_MZ += jnp.concatenate([bb[...].reshape(-1) for bb in (self.bk, self.bv)]).astype(dt)
+    k_MKH, v_MKH = jnp.split(y_MZ, 2, axis=1)
+    return tuple(x.reshape(b, s, k, h).transpose(0, 2, 1, 3) for x in (k_MKH, v_MKH))
+
+  def cross(self, x_BTD: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array,
+            mask_B1TS: jax.Array) -> jax.Array:
+    """Attends x's queries to `cross_kv`'s keys/values; `mask_B1TS` (True = may
+    attend) broadcasts to [B, 1, T, S]. Softmax in float32."""
+    dt = self.cfg.dtype
+    b, t, d = x_BTD.shape
+    n, k, h = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
+    g = n // k
+    q_MZ = x_BTD.reshape(b * t, d).astype(dt) @ self.wq[...].reshape(d, -1).astype(dt)
+    if self.cfg.use_bias:
+      q_MZ += self.bq[...].reshape(-1).astype(dt)
+    # A key/value head's G query heads at T positions as one row block.
+    q_BKQH = q_MZ.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
+    logits_BKQS = jnp.einsum("BKQH,BKSH->BKQS", q_BKQH, k_BKSH.astype(dt),
+                             preferred_element_type=jnp.float32) * (h ** -0.5)
+    s = k_BKSH.shape[2]
+    allowed_B1GTS = jnp.broadcast_to(mask_B1TS[:, :, None], (mask_B1TS.shape[0], 1, g, t, s))
+    logits_BKGTS = jnp.where(allowed_B1GTS, logits_BKQS.reshape(b, k, g, t, s),
+                             jnp.finfo(jnp.float32).min)
+    probs_BKQS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt).reshape(b, k, g * t, s)
+    out_BKQH = jnp.einsum("BKQS,BKSH->BKQH", probs_BKQS, v_BKSH.astype(dt))
+    out_BTNH = out_BKQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     return self._project_out(out_BTNH)
 
   def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array,

@@ -26,6 +26,7 @@ from flax import nnx
 
 from jaxgen.models import layers
 from jaxgen.models.activation_sharding import constrain, spec_for
+from jaxgen.models.interface import DecoderOnly
 from jaxgen.models.params import param
 
 # One (h_BH, c_BH) pair per layer, float32.
@@ -59,7 +60,7 @@ class LSTMConfig:
   forget_bias: float = 1.0
 
 
-class LSTMLM(nnx.Module):
+class LSTMLM(DecoderOnly, nnx.Module):
   """Token embedding -> num_layers LSTM layers -> linear head over vocab.
 
   Dropout takes an explicit key (`dropout_rng`, None disables it), as in the

@@ -18,6 +18,7 @@ from flax import nnx
 from jaxgen.models import kv_cache, layers
 from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.attention import Attention, AttentionConfig
+from jaxgen.models.interface import DecoderOnly
 
 REMAT_POLICIES = {
     "none": None,
@@ -112,7 +113,7 @@ class Block(nnx.Module):
     return x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype), cache
 
 
-class TransformerLM(nnx.Module):
+class TransformerLM(DecoderOnly, nnx.Module):
   """Token embedding, L blocks, final norm, (tied) output head."""
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):

@@ -1,4 +1,4 @@
-"""Beam search over the sampler's cache interface (`init_cache` / `decode`).
+"""Beam search over the sampler's cache interface (`init_decoding` / `decode`).
 
 The prompt is prefilled once for the B rows, the cache is tiled to B*K beams,
 and one compiled `lax.scan` then runs every step: expand each live beam by
@@ -29,7 +29,9 @@ def beam_search(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray
                 num_tokens: int, *, beam_size: int, length_penalty: float = 1.0,
                 eos_id: int | None = None, vocab_size: int | None = None,
                 max_len: int | None = None,
-                exclude_ids: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                exclude_ids: tuple[int, ...] = (),
+                source: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
   """The `beam_size` best continuations of each prompt row, best first.
 
   Returns tokens [B, K, num_tokens] (int32; eos-padded after an eos) and
@@ -41,6 +43,9 @@ def beam_search(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray
   ones at length `num_tokens`. A slot no hypothesis can fill (K larger than
   the number of possible sequences) scores -inf. Beam search does not window:
   with a context limit `max_len`, prompt and new tokens must fit in it.
+  A conditional model takes `source` = (tokens [B, S], segment ids [B, S]);
+  it is encoded once, and its cross-attention keys/values are shared by the
+  beams of its row.
   """
   prompt_BP = np.asarray(prompt_BP)
   if prompt_BP.ndim != 2 or prompt_BP.shape[1] == 0:
@@ -56,7 +61,9 @@ def beam_search(graphdef: nnx.GraphDef, params: nnx.State, prompt_BP: np.ndarray
     raise UserError(f"eos_id={eos_id} is not a token id below vocab_size={vocab_size}")
   tokens_BKN, scores_BK = _beam_search(graphdef, params, jnp.asarray(prompt_BP, jnp.int32),
                                        num_tokens, beam_size, jnp.float32(length_penalty), eos_id,
-                                       vocab_size, tuple(exclude_ids))
+                                       vocab_size, tuple(exclude_ids),
+                                       None if source is None else tuple(
+                                           jnp.asarray(x, jnp.int32) for x in source))
   return np.asarray(tokens_BKN, np.int32), np.asarray(scores_BK, np.float32)
 
 
@@ -67,16 +74,16 @@ def length_normaliser(length, alpha: float):
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7, 8))
 def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_id,
-                 vocab_size, exclude_ids):
+                 vocab_size, exclude_ids, source):
   model = nnx.merge(graphdef, params)
   b, p = prompt_BP.shape
   k, n = beam_size, num_tokens
-  cache = model.init_cache(b, p + n)
+  cache = model.init_decoding(b, p + n, source)
   logits_BPV, cache = model.decode(prompt_BP, cache)
   v = logits_BPV.shape[-1]
   if eos_id is not None and eos_id >= v:
     raise UserError(f"eos_id={eos_id} is not below the model's vocabulary size {v}")
-  layout = _batch_layout(model, p + n)
+  layout = _batch_layout(model, p + n, source)
   # Row b*K + j of the tiled cache is beam j of prompt row b.
   cache = _map_rows(lambda x, a: jnp.repeat(x, k, axis=a), cache, layout)
 
@@ -137,7 +144,7 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
   return jnp.take_along_axis(seqs_BCN, best_BK[:, :, None], axis=1), scores_BK
 
 
-def _batch_layout(model, cache_len: int) -> list[tuple[int, int] | None]:
+def _batch_layout(model, cache_len: int, source=None) -> list[tuple[int, int] | None]:
   """Per cache leaf, the axis that grows with the batch and its entries per row (None for
   e.g. a scalar index).
 
@@ -145,8 +152,10 @@ def _batch_layout(model, cache_len: int) -> list[tuple[int, int] | None]:
   cache layout works (Transformer k/v [B*K, S, H]: K entries per row; LSTM
   (h, c) [B, H]: one).
   """
-  one = jax.tree.leaves(jax.eval_shape(lambda: model.init_cache(1, cache_len)))
-  two = jax.tree.leaves(jax.eval_shape(lambda: model.init_cache(2, cache_len)))
+  def rows(m):
+    return None if source is None else tuple(jnp.repeat(x[:1], m, axis=0) for x in source)
+  one = jax.tree.leaves(jax.eval_shape(lambda: model.init_decoding(1, cache_len, rows(1))))
+  two = jax.tree.leaves(jax.eval_shape(lambda: model.init_decoding(2, cache_len, rows(2))))
   layout = []
   for x1, x2 in zip(one, two):
     axis = next((ax for ax, (s1, s2) in enumerate(zip(x1.shape, x2.shape)) if s1 != s2), None)

@@ -1,6 +1,7 @@
 """Autoregressive sampling with a key/value cache (Transformer) or carry (LSTM).
 
-Both model families expose `init_cache(batch_size, max_len)`, `prefill(tokens_BT,
+Every model exposes `init_decoding(batch_size, max_len, source)` (see
+`jaxgen.models.interface`; a conditional model encodes its source there, once), `prefill(tokens_BT,
 lengths_B, cache)` (a chunk of prompt tokens, each row's own count of them),
 `decode(tokens_BT, cache)` and `context_len`. One compiled program runs a whole
 segment of generation: the prompts, right-padded into a [B, S] token buffer,
@@ -37,7 +38,9 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              vocab_size: int | None = None, max_len: int | None = None,
              exclude_ids: tuple[int, ...] = (),
-             row_ids: Sequence[int] | None = None) -> np.ndarray:
+             row_ids: Sequence[int] | None = None,
+             sources: Sequence[np.ndarray] | None = None,
+             source_width: int | None = None) -> np.ndarray:
   """Samples `num_tokens` tokens after each prompt; returns them [B, num_tokens].
 
   `prompts` is a [B, P] array or B token sequences of any lengths (at least
@@ -50,6 +53,11 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State,
   last half context, as nanoGPT crops its context; a longer prompt keeps
   only its last `max_len // 2` tokens. Without `max_len`, a Transformer's
   prompt and new tokens must fit its context.
+
+  A conditional (encoder-decoder) model takes one source token sequence per
+  row in `sources`, right-padded to `source_width` (default: the longest);
+  a fixed width makes a row's result independent of the others in its batch.
+  It does not window: prompt and new tokens must fit its context.
   """
   rows = [np.asarray(r, np.int32).reshape(-1) for r in prompts]
   if not rows or min(len(r) for r in rows) == 0:
@@ -57,7 +65,14 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State,
   if num_tokens < 1:
     raise ValueError(f"num_tokens={num_tokens} must be at least 1")
   row_ids = np.arange(len(rows)) if row_ids is None else np.asarray(row_ids)
+  source = None
+  if sources is not None:
+    source = _source_buffer(sources, source_width)
+    if len(sources) != len(rows):
+      raise ValueError(f"{len(sources)} sources for {len(rows)} prompts")
+    max_len = None
   run = functools.partial(_run_segment, graphdef, params, seed=seed, row_ids=row_ids,
+                          source=source,
                           temperature=temperature, top_k=top_k, top_p=top_p,
                           vocab_size=vocab_size, exclude_ids=tuple(exclude_ids))
   if max_len is None:
@@ -86,8 +101,21 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State,
   return np.concatenate(out, axis=1)
 
 
+def _source_buffer(sources, width):
+  """(tokens [B, W], segment ids [B, W]: 1 on tokens, 0 on padding), int32."""
+  lengths = [len(np.asarray(r).reshape(-1)) for r in sources]
+  width = width or max(lengths)
+  if max(lengths) > width:
+    raise ValueError(f"a {max(lengths)}-token source exceeds the source width {width}")
+  tokens_BW = np.zeros((len(sources), width), np.int32)
+  for b, r in enumerate(sources):
+    tokens_BW[b, :lengths[b]] = np.asarray(r).reshape(-1)
+  segments_BW = (np.arange(width)[None] < np.asarray(lengths)[:, None]).astype(np.int32)
+  return tokens_BW, segments_BW
+
+
 def _run_segment(graphdef, params, rows, num_tokens, *, width, segment, seed, row_ids,
-                 **sampling):
+                 source=None, **sampling):
   """`num_tokens` new tokens after each row, by one call of the compiled program."""
   lengths_B = np.asarray([len(r) for r in rows], np.int32)
   buffer_BS = np.zeros((len(rows), width), np.int32)
@@ -95,15 +123,16 @@ def _run_segment(graphdef, params, rows, num_tokens, *, width, segment, seed, ro
     buffer_BS[b, :len(r)] = r
   tokens_SB = np.asarray(_segment(graphdef, params, jnp.asarray(buffer_BS), lengths_B,
                                   np.int32(num_tokens), np.uint32(seed),
-                                  row_ids.astype(np.uint32), np.uint32(segment), **sampling))
+                                  row_ids.astype(np.uint32), np.uint32(segment), source,
+                                  **sampling))
   return tokens_SB[:num_tokens].T
 
 
 @functools.partial(jax.jit, static_argnums=0,
                    static_argnames=("temperature", "top_k", "top_p", "vocab_size",
                                     "exclude_ids"))
-def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B, segment, *,
-             temperature, top_k, top_p, vocab_size, exclude_ids):
+def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B, segment,
+             source, *, temperature, top_k, top_p, vocab_size, exclude_ids):
   """Prefills each row's first lengths_B tokens of the buffer, then samples
   `num_tokens` tokens after them; returns them [S, B] (the first num_tokens rows).
 
@@ -124,7 +153,7 @@ def _segment(graphdef, params, buffer_BS, lengths_B, num_tokens, seed, row_ids_B
 
   # A loop carry keeps one structure, so cache leaves that prefill widens (a
   # Transformer's shared index becomes one per row) start out widened.
-  cache = model.init_cache(b, s)
+  cache = model.init_decoding(b, s, source)
   logits_shape, cache_shape = jax.eval_shape(
       lambda c: model.prefill(padded_BX[:, :_CHUNK], lengths_B, c), cache)
   cache = jax.tree.map(lambda x, t: jnp.broadcast_to(x, t.shape).astype(t.dtype), cache,

@@ -33,7 +33,8 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              num_samples: int = 1, seed: int = 0, beam_size: int = 0,
              length_penalty: float = 1.0, step: int | None = None,
-             best: bool = False) -> list[str] | list[list[str]]:
+             best: bool = False,
+             source: str | Sequence[str] | None = None) -> list[str] | list[list[str]]:
   """Continuations of `prompt` from a checkpoint of `workdir`.
 
   One prompt (a str) gives a list of `num_samples` texts; a sequence of
@@ -41,13 +42,41 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
   `step`, or with `best` the one with the lowest validation loss. With
   `beam_size` > 0, beam search replaces sampling and the `num_samples` best
   beams are returned, best first.
+
+  A conditional (encoder-decoder) model generates from `source` instead (a
+  str, or a sequence of them: one output list per source), with no prompt;
+  its outputs end at eos or after `max_new_tokens`, at most the decoder's
+  context less one (bos).
   """
-  single = isinstance(prompt, str)
-  prompts = [prompt] if single else list(prompt)
-  _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts)
+  if source is not None:
+    single = isinstance(source, str)
+    sources = [source] if single else list(source)
+    if prompt:
+      raise UserError("give a source or a prompt, not both: an encoder-decoder generates "
+                      "from its source, a language model continues a prompt")
+    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, sources)
+  else:
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else list(prompt)
+    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts)
   graphdef, params, cfg, tokenizer = restore(workdir, step=step, best=best)
-  model_cfg_max_len = context_limit(model_config(cfg.model, tokenizer.vocab_size,
-                                                 cfg.data.seq_len))
+  model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len,
+                           cfg.data.get("source_len", 0))
+  conditional = bool(getattr(model_cfg, "max_source_len", 0))
+  if conditional != (source is not None):
+    raise UserError(f"the model in {workdir} " + (
+        "generates from a source: give --source or --source_file (Python: source=...)"
+        if conditional else "is a language model: give --prompt or --prompt_file, not a "
+        "source"))
+  if conditional:
+    from jaxgen.sample import conditional as cond
+    texts = cond.generate_from_sources(
+        graphdef, params, tokenizer, sources, source_len=model_cfg.max_source_len,
+        max_new_tokens=min(max_new_tokens, model_cfg.max_len - 1), temperature=temperature,
+        top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, beam_size=beam_size,
+        length_penalty=length_penalty)
+    return texts[0] if single else texts
+  model_cfg_max_len = context_limit(model_cfg)
   ids = [_prompt_ids(p, i, tokenizer, cfg.data.mode, model_cfg_max_len, beam_size,
                      max_new_tokens) for i, p in enumerate(prompts)]
   # No training target is ever pad or bos; an imported tokenizer may share eos's id
@@ -88,7 +117,8 @@ def restore(workdir: str, *, step: int | None = None, best: bool = False):
     meta = ckpt.meta(chosen)
     cfg = ml_collections.ConfigDict(meta["config"])
     tokenizer = tokenizer_from_spec(meta["tokenizer"], wd / "checkpoints" / str(chosen))
-    model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len)
+    model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len,
+                             cfg.data.get("source_len", 0))
     graphdef, abstract = abstract_train_state(model_cfg, make_optimizer(cfg.train)[0])
     params = ckpt.restore_params(abstract.params, SingleDeviceSharding(jax.devices()[0]), chosen)
   finally:
@@ -96,21 +126,21 @@ def restore(workdir: str, *, step: int | None = None, best: bool = False):
   return graphdef, params, cfg, tokenizer
 
 
-def read_prompt_file(path: str) -> list[str]:
+def read_prompt_file(path: str, flag: str = "--prompt_file") -> list[str]:
   """One prompt per line (a trailing newline ends the last one; '\\n' inside is kept out)."""
   p = pathlib.Path(path).expanduser()
   try:
     text = p.read_text(encoding="utf-8")
   except FileNotFoundError:
-    raise UserError(f"--prompt_file={path} does not exist") from None
+    raise UserError(f"{flag}={path} does not exist") from None
   except UnicodeDecodeError as e:
-    raise UserError(f"--prompt_file={path} is not UTF-8 (bad byte at offset {e.start}); "
+    raise UserError(f"{flag}={path} is not UTF-8 (bad byte at offset {e.start}); "
                     "convert it, e.g. with iconv") from None
   except OSError as e:
-    raise UserError(f"--prompt_file={path} cannot be read: {e.strerror}") from None
+    raise UserError(f"{flag}={path} cannot be read: {e.strerror}") from None
   prompts = text.splitlines()
   if not prompts:
-    raise UserError(f"--prompt_file={path} is empty; write one prompt per line")
+    raise UserError(f"{flag}={path} is empty; write one per line")
   return prompts
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxgen import config_check
 from jaxgen import metrics as metrics_lib
-from jaxgen.data import sources
+from jaxgen.data import pairs, sources
 from jaxgen.data.pipeline import make_dataset, windows_state
 from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
                                    tokenizer_from_spec)
@@ -34,7 +34,7 @@ from jaxgen.train.step import jit_train_step, make_eval_step
 # Keys that define the stream of training batches: a resumed run whose
 # config changes one of them could not continue where it stopped.
 _STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
-                "data.seq_len", "train.batch_size", "train.seed")
+                "data.seq_len", "data.source_len", "train.batch_size", "train.seed")
 
 
 @dataclasses.dataclass
@@ -49,6 +49,9 @@ class Setup:
   mesh: jax.sharding.Mesh
   rules: tuple
   meta: dict  # saved with every checkpoint: the config and the tokenizer
+  # Paired data: the validation pairs decoded for text metrics at each evaluation.
+  decode_pairs: list = dataclasses.field(default_factory=list)
+  source_len: int = 0
 
 
 def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
@@ -68,26 +71,46 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   eval_batch = cfg.eval.batch_size or t.batch_size
 
   d = cfg.data
-  train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
-  # A character vocabulary covers the validation text too, as nanoGPT's does.
-  tokenizer = build_tokenizer(d, lambda: itertools.chain(train_docs, eval_docs))
-  data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len, mode=d.mode,
-                           shard_index=jax.process_index(), shard_count=hosts,
-                           prefetch=d.prefetch)
-  train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
-                    shuffle=d.shuffle)
-  eval_data = full_eval_data = None
-  if cfg.eval.every_steps and cfg.eval.steps:
-    # Unshuffled and from the start every time: each evaluation sees the same batches.
-    eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1, shuffle=False)
-    if cfg.eval.get("full_split_at_end", False):
-      full_eval_data = _full_pass(data, eval_docs, eval_batch, d.mode)
-  model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len)
+  decode_pairs, source_len = [], d.get("source_len", 0) or d.seq_len
+  if pairs.is_paired(d):
+    train_pairs, eval_pairs = pairs.pairs(d, "train"), pairs.pairs(d, "eval")
+    tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
+    data = functools.partial(pairs.make_pair_dataset, tokenizer=tokenizer,
+                             source_len=source_len, target_len=d.seq_len,
+                             shard_index=jax.process_index(), shard_count=hosts,
+                             prefetch=d.prefetch)
+    train_data = data(train_pairs, batch_size=t.batch_size // hosts, seed=t.seed,
+                      shuffle=d.shuffle)
+    eval_data = full_eval_data = None
+    if cfg.eval.every_steps and cfg.eval.steps:
+      # One unshuffled pass: each evaluation sees the same first eval.steps batches.
+      eval_data = data(eval_pairs, batch_size=eval_batch // hosts, seed=0, shuffle=False,
+                       repeat=False)
+      if cfg.eval.get("full_split_at_end", False):
+        full_eval_data = eval_data
+      decode_pairs = list(eval_pairs[:min(cfg.eval.decode_examples, len(eval_pairs))])
+  else:
+    train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
+    # A character vocabulary covers the validation text too, as nanoGPT's does.
+    tokenizer = build_tokenizer(d, lambda: itertools.chain(train_docs, eval_docs))
+    data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len,
+                             mode=d.mode, shard_index=jax.process_index(), shard_count=hosts,
+                             prefetch=d.prefetch)
+    train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
+                      shuffle=d.shuffle)
+    eval_data = full_eval_data = None
+    if cfg.eval.every_steps and cfg.eval.steps:
+      # Unshuffled and from the start every time: each evaluation sees the same batches.
+      eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1,
+                       shuffle=False)
+      if cfg.eval.get("full_split_at_end", False):
+        full_eval_data = _full_pass(data, eval_docs, eval_batch, d.mode)
+  model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len, source_len)
   # The process count says whose iterator positions a checkpoint holds.
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
           "processes": hosts}
   return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
-               meta)
+               meta, decode_pairs, source_len)
 
 
 def _full_pass(data, docs, batch_size: int, mode: str):
@@ -126,7 +149,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
       state, restored_step = ckpt.restore(
           state, data_iterator=train_iter, check_meta=functools.partial(_check_compatible, s),
-          reposition=functools.partial(_reposition, cfg.data.mode, train_iter))
+          reposition=functools.partial(
+              _reposition, "pairs" if pairs.is_paired(cfg.data) else cfg.data.mode,
+              train_iter))
     except BaseException:
       _close(train_iter)
       ckpt.close()
@@ -178,7 +203,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if evaluate_now:
           val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh)
           last["val_loss"] = val_loss
-          writer.eval(step + 1, {"val_loss": val_loss})
+          record = {"val_loss": val_loss}
+          if s.decode_pairs:
+            record.update(_decoded_metrics(cfg, s, graphdef, state.params))
+            last.update(record)
+          writer.eval(step + 1, record)
           last["best_val_loss"] = writer.best_val_loss
           if last_step and s.full_eval_data is not None:
             full = evaluate(eval_step, state.params, s.full_eval_data, None, batch_sh)
@@ -245,8 +274,29 @@ def _report(writer, step: int, device_metrics) -> dict:
   return {"step": step, "train_loss": m["train_loss"]}
 
 
+def _decoded_metrics(cfg, s: Setup, graphdef, params) -> dict:
+  """Exact match, BLEU and chrF of greedy outputs for the first eval.decode_examples
+  validation pairs."""
+  from jaxgen.sample import conditional
+  outputs = conditional.generate_from_sources(
+      graphdef, params, s.tokenizer, [src for src, _ in s.decode_pairs],
+      source_len=s.source_len, max_new_tokens=s.model_cfg.max_len - 1, truncate=True)
+  scores = conditional.text_metrics([o[0] for o in outputs], [t for _, t in s.decode_pairs])
+  return {f"val_{k}": v for k, v in scores.items()}
+
+
 def _sample_text(cfg, s: Setup, graphdef, params) -> str:
   sample_cfg = cfg.sample
+  if pairs.is_paired(cfg.data):  # conditional: the first validation pair's output
+    if not s.decode_pairs:
+      return ""
+    from jaxgen.sample import conditional
+    source = s.decode_pairs[0][0]
+    out = conditional.generate_from_sources(
+        graphdef, params, s.tokenizer, [source], source_len=s.source_len,
+        max_new_tokens=s.model_cfg.max_len - 1, temperature=sample_cfg.temperature,
+        top_k=sample_cfg.top_k, truncate=True)
+    return f"{source} -> {out[0][0]}"
   start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
   prompt = np.concatenate([np.asarray(start, np.int32), s.tokenizer.encode(sample_cfg.prompt)])
   max_len = context_limit(s.model_cfg)
@@ -263,12 +313,14 @@ def _reposition(mode: str, train_iter, meta: dict, step: int) -> None:
   """Continues the data stream of a checkpoint from another number of processes."""
   saved = meta.get("processes", 1)
   if mode != "windows":
+    what = "paired data" if mode == "pairs" else f"data.mode={mode!r}"
     raise UserError(
         f"the checkpoint of step {step} was written by {saved} process(es), and "
-        f"data.mode={mode!r} keeps each process's own position in its share of the data, "
+        f"{what} keeps each process's own position in its share of the data, "
         f"which {jax.process_count()} process(es) cannot take over without replaying or "
-        f"skipping data; resume with {saved} process(es), or start a new --workdir "
-        "(data.mode='windows' streams do not depend on the process count)")
+        f"skipping data; resume with {saved} process(es), or start a new --workdir"
+        + ("" if mode == "pairs" else
+           " (data.mode='windows' streams do not depend on the process count)"))
   # A windows batch is a function of the seed and its index alone.
   train_iter.set_state(windows_state(step))
 
@@ -283,7 +335,8 @@ def _check_compatible(s: Setup, meta: dict) -> None:
                     f"({tokenizer_from_spec(meta['tokenizer'])!r}); use the same data and "
                     "tokenizer, or a new --workdir")
   saved = ml_collections.ConfigDict(meta["config"])
-  saved_model = model_config(saved.model, s.tokenizer.vocab_size, saved.data.seq_len)
+  saved_model = model_config(saved.model, s.tokenizer.vocab_size, saved.data.seq_len,
+                             saved.data.get("source_len", 0))
   ours, theirs = dataclasses.asdict(s.model_cfg), dataclasses.asdict(saved_model)
   differ = [f"model.{k}={ours[k]!r} (saved: {theirs.get(k)!r})" for k in ours if ours[k] != theirs.get(k)]
   if type(s.model_cfg) is not type(saved_model):

@@ -67,7 +67,8 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
     return report
   t, seq_len = cfg.train, cfg.data.seq_len
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  model_cfg = model_config(cfg.model, tokenizer_vocab_size(cfg, vocab_size), seq_len)
+  model_cfg = model_config(cfg.model, tokenizer_vocab_size(cfg, vocab_size), seq_len,
+                           cfg.data.get("source_len", 0))
   optimizer, schedule = make_optimizer(t)
   graphdef, abstract = abstract_train_state(model_cfg, optimizer, t.seed)
   # Stand-in devices are one process: the across-host layout changes which
@@ -118,7 +119,11 @@ def tokenizer_vocab_size(cfg: ml_collections.ConfigDict, vocab_size: int | None 
     return cfg.model.vocab_size
   from jaxgen.data import sources  # pylint: disable=import-outside-toplevel
   from jaxgen.data.tokenizer import build_tokenizer  # pylint: disable=import-outside-toplevel
+  from jaxgen.data import pairs  # pylint: disable=import-outside-toplevel
   d = cfg.data
+  if pairs.is_paired(d):
+    return build_tokenizer(d, lambda: pairs.vocabulary_texts(
+        pairs.pairs(d, "train"), pairs.pairs(d, "eval"))).vocab_size
   return build_tokenizer(d, lambda: itertools.chain(sources.documents(d, "train"),
                                                     sources.documents(d, "eval"))).vocab_size
 
@@ -127,7 +132,14 @@ def abstract_batch(cfg: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeSt
   """Shapes and dtypes of one global training batch, as the pipeline makes it."""
   shape = (cfg.train.batch_size, cfg.data.seq_len)
   batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32) for k in ("inputs", "targets")}
-  if cfg.data.mode == "pack":
+  from jaxgen.data import pairs  # pylint: disable=import-outside-toplevel
+  if pairs.is_paired(cfg.data):  # see jaxgen/data/pairs.py
+    source = (cfg.train.batch_size, cfg.data.source_len or cfg.data.seq_len)
+    batch.update(source=jax.ShapeDtypeStruct(source, jnp.int32),
+                 source_segment_ids=jax.ShapeDtypeStruct(source, jnp.int32),
+                 segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
+                 weights=jax.ShapeDtypeStruct(shape, jnp.float32))
+  elif cfg.data.mode == "pack":
     batch.update(segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
                  positions=jax.ShapeDtypeStruct(shape, jnp.int32),
                  weights=jax.ShapeDtypeStruct(shape, jnp.float32))

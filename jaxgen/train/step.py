@@ -17,15 +17,15 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                     schedule: optax.Schedule, *, grad_accum_steps: int = 1,
                     z_loss: float = 0.0, mesh: jax.sharding.Mesh | None = None,
                     rules=()) -> Callable:
-  """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T].
+  """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T] (and
+  whatever else the model's `batch_logits` reads: see `jaxgen.models.interface`).
 
   With a `mesh`, the model's activations are constrained to the layouts that
   `rules` give their logical names (see models/activation_sharding.py).
   """
 
   def loss_fn(params, batch, rng, denom):
-    logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], dropout_rng=rng,
-                                             **_packing(batch))
+    logits_BTV = nnx.merge(graphdef, params).batch_logits(batch, dropout_rng=rng)
     return cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -79,7 +79,7 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
 
   def eval_step(params, batch):
     with activation_sharding.use(mesh, rules):
-      logits_BTV = nnx.merge(graphdef, params)(batch["inputs"], **_packing(batch))
+      logits_BTV = nnx.merge(graphdef, params).batch_logits(batch)
     denom = _weight_sum(batch)
     return cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1] * denom, denom
 
@@ -104,11 +104,6 @@ def cross_entropy(logits_BTV, targets_BT, z_loss: float, weights_BT=None, denom=
     log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
     loss = ce + z_loss * (jnp.square(log_z_BT) * weights_BT).sum() / denom
   return loss, ce
-
-
-def _packing(batch) -> dict:
-  """Segment ids and positions of packed batches, for the model's attention mask."""
-  return {f"{k}_BT": batch[k] for k in ("segment_ids", "positions") if k in batch}
 
 
 def _weight_sum(batch):

@@ -1,0 +1,236 @@
+"""Paired data for conditional generation: (source, target) texts -> padded batches.
+
+  synthetic:TASK       generated pairs, TASK one of copy, reverse, sort, addition
+                       (seeded by data.synthetic_seed; data.synthetic_min_len..max_len
+                       symbols from the first data.synthetic_symbols letters; addition
+                       adds two numbers of that many digits)
+  tsv:PATH_OR_GLOB     one pair per line: source TAB target
+  jsonl:PATH_OR_GLOB   with data.source_key set: one JSON object per line, its
+                       data.source_key and data.target_key fields
+
+Files split as the LM's local sources do: the last ceil(val_fraction * n) pairs
+evaluate. A batch holds "source" [B, S] (source ids + eos, padded) with
+"source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
+"targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
+target tokens, 0 on padding): the loss counts target tokens only. Longer
+sources are cut to data.source_len (still ending in eos), longer targets to
+data.seq_len.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import json
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxgen.errors import UserError
+
+TASKS = ("copy", "reverse", "sort", "addition")
+PAIRED_SCHEMES = ("synthetic", "tsv")
+_SPLIT_IDS = {"train": 0, "eval": 1}
+
+
+def is_paired(data_cfg: Any) -> bool:
+  """Whether `data.source` gives (source, target) pairs rather than documents."""
+  scheme = str(data_cfg.source).partition(":")[0]
+  return scheme in PAIRED_SCHEMES or (scheme == "jsonl" and bool(data_cfg.get("source_key")))
+
+
+def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
+  """The (source, target) pairs of `split` ("train" or "eval"), random access."""
+  scheme, _, rest = str(data_cfg.source).partition(":")
+  if scheme == "synthetic":
+    return Synthetic(rest, split, data_cfg)
+  return _file_pairs(data_cfg, scheme, rest)[split]
+
+
+def vocabulary_texts(train: Sequence[tuple[str, str]], evaluate: Sequence[tuple[str, str]]):
+  """Texts a character vocabulary must cover: every side of every pair (a synthetic
+  task's symbols alone)."""
+  if isinstance(train, Synthetic):
+    yield train.symbols()
+    return
+  for split in (train, evaluate):
+    for source, target in split:
+      yield source
+      yield target
+
+
+class Synthetic(collections.abc.Sequence):
+  """Generated pairs; pair i of a split depends only on (seed, split, i)."""
+
+  def __init__(self, task: str, split: str, data_cfg: Any):
+    if task not in TASKS:
+      raise UserError(f"data.source 'synthetic:{task}' names no task; use one of "
+                      + ", ".join(f"synthetic:{t}" for t in TASKS))
+    self.task, self.split = task, split
+    self.seed = data_cfg.synthetic_seed
+    self.lo, self.hi = data_cfg.synthetic_min_len, data_cfg.synthetic_max_len
+    self.letters = "abcdefghijklmnopqrstuvwxyz"[:data_cfg.synthetic_symbols]
+    self.size = (data_cfg.synthetic_train_examples if split == "train"
+                 else data_cfg.synthetic_eval_examples)
+
+  def symbols(self) -> str:
+    return "0123456789+" if self.task == "addition" else self.letters
+
+  def __len__(self) -> int:
+    return self.size
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    i = operator.index(index)
+    if not -self.size <= i < self.size:
+      raise IndexError(f"pair {i} out of range for {self.size} pairs")
+    rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], i % self.size])
+    n = int(rng.integers(self.lo, self.hi + 1))
+    if self.task == "addition":
+      a, b = (int("".join(map(str, rng.integers(0, 10, n)))) for _ in range(2))
+      return f"{a}+{b}", str(a + b)
+    text = "".join(np.asarray(list(self.letters))[rng.integers(0, len(self.letters), n)])
+    target = {"copy": text, "reverse": text[::-1], "sort": "".join(sorted(text))}[self.task]
+    return text, target
+
+  def __repr__(self) -> str:
+    return (f"Synthetic({self.task}, {self.split}, seed={self.seed}, lengths={self.lo}.."
+            f"{self.hi}, pairs={self.size})")
+
+
+class _Pairs(collections.abc.Sequence):
+  """A split of file pairs (picklable, short repr for Grain)."""
+
+  def __init__(self, items: list[tuple[str, str]], description: str):
+    self._items, self._description = items, description
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, index):
+    return self._items[index]
+
+  def __repr__(self) -> str:
+    return f"Pairs({self._description}, pairs={len(self)})"
+
+
+def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
+  from jaxgen.data import sources  # the LM sources' file matching and reading
+  items = []
+  for path in sources._match_files(pattern, data_cfg.source, scheme):
+    text = sources._read_text_file(path, scheme)
+    if scheme == "tsv":
+      items += _tsv_pairs(text, path)
+    else:
+      items += _jsonl_pairs(text, path, data_cfg.source_key, data_cfg.target_key)
+  n = len(items)
+  n_eval = math.ceil(data_cfg.val_fraction * n)
+  if n < 2 or n_eval < 1 or n_eval >= n:
+    raise UserError(f"data.source {data_cfg.source!r} has {n} pairs; with data.val_fraction="
+                    f"{data_cfg.val_fraction} both the train and the validation split need "
+                    "at least one: add pairs or change data.val_fraction")
+  return {"train": _Pairs(items[:n - n_eval], f"{data_cfg.source} train"),
+          "eval": _Pairs(items[n - n_eval:], f"{data_cfg.source} eval")}
+
+
+def _tsv_pairs(text: str, path: str) -> list[tuple[str, str]]:
+  out = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    source, tab, target = line.partition("\t")
+    if not tab or "\t" in target:
+      raise UserError(f"{path}:{number} is not 'source TAB target' (it has "
+                      f"{line.count(chr(9))} tabs); write one pair per line")
+    out.append((source, target))
+  return out
+
+
+def _jsonl_pairs(text: str, path: str, source_key: str, target_key: str):
+  out = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{path}:{number} is not JSON ({e.msg}); write one object per "
+                      "line") from None
+    for key in (source_key, target_key):
+      if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
+        raise UserError(f"{path}:{number} has no string field {key!r} (data.source_key="
+                        f"{source_key!r}, data.target_key={target_key!r})")
+    out.append((obj[source_key], obj[target_key]))
+  return out
+
+
+def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, source_len: int,
+                      target_len: int, batch_size: int, seed: int, shuffle: bool = True,
+                      repeat: bool = True, shard_index: int = 0, shard_count: int = 1,
+                      prefetch: int = 2):
+  """Padded batches of this host's share of `items` (see the module docstring).
+
+  `repeat=False` is one pass whose last batch is filled with weight-0 rows.
+  Returns a checkpointable `grain.IterDataset`.
+  """
+  import grain  # lazily: config checks import this module before anything heavy
+  if len(items) < shard_count:
+    raise UserError(f"the data has {len(items)} pairs, fewer than the {shard_count} hosts")
+  ds = grain.MapDataset.source(items)[shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed % 2**32)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.map(_Encode(tokenizer, source_len, target_len))
+  ds = ds.batch(batch_size, drop_remainder=repeat, batch_fn=_Batch(batch_size))
+  threads = min(prefetch, 4)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+  return ds
+
+
+def encode_source(tokenizer: Any, text: str, source_len: int) -> np.ndarray:
+  """Source ids + eos, at most `source_len` tokens: a longer source is cut, and still
+  ends in eos."""
+  ids = np.asarray(tokenizer.encode(text), np.int32)[:source_len - 1]
+  return np.concatenate([ids, [tokenizer.eos_id]]).astype(np.int32)
+
+
+class _Encode:
+  """(source, target) texts -> fixed-width padded rows."""
+
+  def __init__(self, tokenizer, source_len: int, target_len: int):
+    self.tokenizer, self.source_len, self.target_len = tokenizer, source_len, target_len
+
+  def __call__(self, pair: tuple[str, str]) -> dict[str, np.ndarray]:
+    tok = self.tokenizer
+    src = encode_source(tok, pair[0], self.source_len)
+    tgt = np.asarray(tok.encode(pair[1]), np.int32)
+    inputs = np.concatenate([[tok.bos_id], tgt]).astype(np.int32)[:self.target_len]
+    targets = np.concatenate([tgt, [tok.eos_id]]).astype(np.int32)[:self.target_len]
+
+    def pad(x, width):
+      return np.pad(x, (0, width - len(x)), constant_values=tok.pad_id)
+
+    return {"source": pad(src, self.source_len),
+            "source_segment_ids": (np.arange(self.source_len) < len(src)).astype(np.int32),
+            "inputs": pad(inputs, self.target_len), "targets": pad(targets, self.target_len),
+            "segment_ids": (np.arange(self.target_len) < len(inputs)).astype(np.int32)}
+
+
+class _Batch:
+  """Stacks rows; a short last batch of a single pass gets weight-0 rows."""
+
+  def __init__(self, batch_size: int):
+    self.batch_size = batch_size
+
+  def __call__(self, rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    real = len(rows)
+    rows = list(rows) + [rows[-1]] * (self.batch_size - real)
+    batch = {k: np.stack([r[k] for r in rows]).astype(np.int32) for k in rows[0]}
+    weights = (batch["segment_ids"] != 0).astype(np.float32)
+    weights[real:] = 0.0
+    batch["weights"] = weights
+    return batch

@@ -1,0 +1,327 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017, pre-norm) for conditional generation.
+
+The encoder is a stack of non-causal self-attention blocks over the source,
+masked by source segment ids (0 = padding, so no token attends into padding
+or, when packed, into another example). The decoder is the LM's causal
+block with a cross-attention sub-layer between self-attention and MLP. The
+layers, norms, MLPs, positions, dtypes, scan/remat options and logical axis
+names are the decoder-only Transformer's, so both shard by the same rules.
+
+Shapes: B batch, S source length, T target length, D width, V vocabulary,
+K key/value heads, H head size, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgen.models import kv_cache, layers
+from jaxgen.models.attention import Attention
+from jaxgen.models.transformer import REMAT_POLICIES, TransformerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig:
+  """The decoder's shape is `decoder` (its `max_len` is the longest target); the
+  encoder has the same width and heads, `num_encoder_layers` blocks and reads
+  sources of up to `max_source_len` tokens."""
+  decoder: TransformerConfig
+  num_encoder_layers: int
+  max_source_len: int
+  share_embeddings: bool = True  # one token table for source and target (one vocabulary)
+  # Decoding keeps each layer's cross-attention keys/values of the source. False keeps
+  # only the encoder output and projects it again at every step: the baseline that
+  # benchmarks/seq2seq_decode_throughput.py measures the cache against.
+  cache_cross_kv: bool = True
+
+  @property
+  def max_len(self) -> int:
+    return self.decoder.max_len
+
+  @property
+  def vocab_size(self) -> int:
+    return self.decoder.vocab_size
+
+  @property
+  def encoder(self) -> TransformerConfig:
+    return dataclasses.replace(self.decoder, num_layers=self.num_encoder_layers,
+                               max_len=self.max_source_len)
+
+
+class EncoderBlock(nnx.Module):
+  """x + attn(norm(x)) without a causal mask, then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attn_norm = _norm(cfg, rngs)
+    self.attn = Attention(dataclasses.replace(cfg.attention_config(), causal=False), rngs=rngs)
+    self.mlp_norm = _norm(cfg, rngs)
+    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
+                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
+
+  def __call__(self, x_BSD, positions_BS, segment_ids_BS, dropout_rng):
+    rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
+    h_BSD = self.attn(self.attn_norm(x_BSD), positions_BS, segment_ids_BS)
+    x_BSD = x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_attn).astype(x_BSD.dtype)
+    h_BSD = self.mlp(self.mlp_norm(x_BSD))
+    return x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_mlp).astype(x_BSD.dtype)
+
+
+class DecoderBlock(nnx.Module):
+  """Causal self-attention, cross-attention to the encoder, MLP; each pre-norm residual."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attn_norm = _norm(cfg, rngs)
+    self.attn = Attention(cfg.attention_config(), rngs=rngs)
+    self.cross_norm = _norm(cfg, rngs)
+    self.cross = Attention(dataclasses.replace(cfg.attention_config(), use_rope=False,
+                                               causal=False), rngs=rngs)
+    self.mlp_norm = _norm(cfg, rngs)
+    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
+                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
+
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, memory, dropout_rng):
+    """`memory` = (encoder output [B, S, D], cross mask [B, 1, T, S])."""
+    memory_BSD, mask_B1TS = memory
+    rngs = _split_or_none(dropout_rng, 3)
+    h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
+    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[0]).astype(x_BTD.dtype)
+    k_BKSH, v_BKSH = self.cross.cross_kv(memory_BSD)
+    h_BTD = self.cross.cross(self.cross_norm(x_BTD), k_BKSH, v_BKSH, mask_B1TS)
+    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[1]).astype(x_BTD.dtype)
+    h_BTD = self.mlp(self.mlp_norm(x_BTD))
+    return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[2]).astype(x_BTD.dtype)
+
+  def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
+    """One decoding call: self-attention through the key/value cache, cross-attention
+    to the cache's precomputed source keys/values (`ck`, `cv` [B, K, S, H])."""
+    h_BTD, kv = self.attn.decode(self.attn_norm(x_BTD), {"k": cache["k"], "v": cache["v"]},
+                                 index, lengths_B, layer)
+    x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
+    if "memory" in cache:  # no cross cache: project the encoder output again
+      ck, cv = self.cross.cross_kv(cache["memory"])
+    else:
+      ck, cv = (cache[n] if layer is None else cache[n][layer] for n in ("ck", "cv"))
+    h_BTD = self.cross.cross(self.cross_norm(x_BTD), ck, cv, cache["mask"])
+    x_BTD = x_BTD + h_BTD.astype(x_BTD.dtype)
+    x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype)
+    return x_BTD, dict(cache, k=kv["k"], v=kv["v"])
+
+
+class EncoderDecoder(nnx.Module):
+  """Embeddings (shared or separate), encoder, decoder, final norms, (tied) head."""
+
+  conditional = True
+
+  def __init__(self, cfg: EncoderDecoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dec, enc = cfg.decoder, cfg.encoder
+    self.embed = layers.Embed(dec.vocab_size, dec.embed_dim, dec.param_dtype, rngs=rngs)
+    if not cfg.share_embeddings:
+      self.source_embed = layers.Embed(dec.vocab_size, dec.embed_dim, dec.param_dtype,
+                                       rngs=rngs)
+    if dec.position == "learned":
+      table = lambda n: layers.param(rngs, nnx.initializers.normal(0.02), (n, dec.embed_dim),
+                                     (None, "embed"), dec.param_dtype)
+      self.source_pos_embed = table(cfg.max_source_len)
+      self.pos_embed = table(dec.max_len)
+    self.encoder_blocks = _blocks(EncoderBlock, enc, rngs)
+    self.encoder_norm = _norm(enc, rngs)
+    self.blocks = _blocks(DecoderBlock, dec, rngs)
+    self.final_norm = _norm(dec, rngs)
+    if not dec.tie_embeddings:
+      self.head = layers.param(rngs, nnx.initializers.normal(0.02),
+                               (dec.embed_dim, dec.vocab_size), ("embed", "vocab"),
+                               dec.param_dtype)
+
+  # The model interface (jaxgen.models.interface).
+
+  def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Teacher-forced logits [B, T, V] for `batch["inputs"]` given `batch["source"]`."""
+    return self(batch["source"], batch["inputs"],
+                source_segment_ids_BS=batch.get("source_segment_ids"),
+                segment_ids_BT=batch.get("segment_ids"),
+                source_positions_BS=batch.get("source_positions"),
+                positions_BT=batch.get("positions"), dropout_rng=dropout_rng)
+
+  def __call__(self, source_BS, tokens_BT, *, source_segment_ids_BS=None, segment_ids_BT=None,
+               source_positions_BS=None, positions_BT=None, dropout_rng=None) -> jax.Array:
+    if source_segment_ids_BS is None:
+      source_segment_ids_BS = jnp.ones_like(source_BS)
+    if segment_ids_BT is None:
+      segment_ids_BT = jnp.ones_like(tokens_BT)
+    rng_enc, rng_dec, rng_embed = _split_or_none(dropout_rng, 3)
+    memory_BSD = self.encode(source_BS, source_segment_ids_BS, source_positions_BS, rng_enc)
+    # A target token sees the source tokens of its own example (segment) only.
+    mask_B1TS = (segment_ids_BT[:, None, :, None] == source_segment_ids_BS[:, None, None, :])
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    x_BTD = self._embed(self.embed, tokens_BT, positions_BT, "pos_embed")
+    x_BTD = layers.dropout(x_BTD, self.cfg.decoder.dropout, rng_embed)
+
+    def block_fn(block, x_BTD, layer):
+      rng = None if rng_dec is None else jax.random.fold_in(rng_dec, layer)
+      return block(x_BTD, positions_BT, segment_ids_BT, (memory_BSD, mask_B1TS), rng)
+
+    return self._logits(_run_blocks(self.cfg.decoder, self.blocks, block_fn, x_BTD))
+
+  def encode(self, source_BS, source_segment_ids_BS, source_positions_BS=None,
+             dropout_rng=None) -> jax.Array:
+    """The encoder's output [B, S, D] (after its final norm)."""
+    if source_positions_BS is None:
+      source_positions_BS = jnp.broadcast_to(jnp.arange(source_BS.shape[1]), source_BS.shape)
+    table = self.embed if self.cfg.share_embeddings else self.source_embed
+    x_BSD = self._embed(table, source_BS, source_positions_BS, "source_pos_embed")
+    rng_embed, rng_blocks = _split_or_none(dropout_rng, 2)
+    x_BSD = layers.dropout(x_BSD, self.cfg.decoder.dropout, rng_embed)
+
+    def block_fn(block, x_BSD, layer):
+      rng = None if rng_blocks is None else jax.random.fold_in(rng_blocks, layer)
+      return block(x_BSD, source_positions_BS, source_segment_ids_BS, rng)
+
+    return self.encoder_norm(_run_blocks(self.cfg.encoder, self.encoder_blocks, block_fn,
+                                         x_BSD))
+
+  @property
+  def context_len(self) -> int:
+    """The longest target the decoder reads."""
+    return self.cfg.max_len
+
+  def init_decoding(self, batch_size: int, max_len: int | None = None,
+                    source=None) -> dict:
+    """The decoding cache: empty self-attention keys/values (as the LM's), and the
+    cross-attention keys/values of the encoded `source` = (tokens, segment ids)
+    [B, S], computed here once for all steps (and beams)."""
+    if source is None:
+      raise ValueError("an encoder-decoder needs a source to decode from")
+    source_BS, source_segment_ids_BS = source
+    dec = self.cfg.decoder
+    memory_BSD = self.encode(source_BS, source_segment_ids_BS)
+    args = (batch_size, dec.kv_heads, max_len or dec.max_len, dec.head_size, dec.dtype)
+    if not self.cfg.cache_cross_kv:
+      ck = cv = None
+      empty = lambda: (kv_cache.empty(*args, num_layers=dec.num_layers) if dec.scan_layers
+                       else tuple(kv_cache.empty(*args) for _ in range(dec.num_layers)))
+    elif dec.scan_layers:
+      graphdef, state = nnx.split(self.blocks)
+      ck, cv = jax.vmap(lambda s: nnx.merge(graphdef, s).cross.cross_kv(memory_BSD))(state)
+      empty = lambda: kv_cache.empty(*args, num_layers=dec.num_layers)
+    else:
+      ck, cv = (tuple(x) for x in zip(*(b.cross.cross_kv(memory_BSD) for b in self.blocks)))
+      empty = lambda: tuple(kv_cache.empty(*args) for _ in range(dec.num_layers))
+    mask_B11S = (source_segment_ids_BS != 0)[:, None, None, :]  # [B, 1, T=1, S]
+    cross = {"ck": ck, "cv": cv} if self.cfg.cache_cross_kv else {"memory": memory_BSD}
+    return {"k": empty(), "v": empty(), **cross, "mask": mask_B11S,
+            "index": jnp.zeros((), jnp.int32)}
+
+  def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    """Logits [B, T, V] for target tokens after the cache's contents, and the new cache."""
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, None)
+    return self._logits(x_BTD), cache
+
+  def prefill(self, tokens_BT, lengths_B, cache):
+    """Each row's first `lengths_B` tokens into the cache; logits [B, V] after the last."""
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, lengths_B)
+    last_B = jnp.maximum(lengths_B - 1, 0)
+    x_B1D = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)
+    return self._logits(x_B1D)[:, 0], cache
+
+  def _decode_hidden(self, tokens_BT, cache, lengths_B):
+    index = cache["index"]
+    b, t = tokens_BT.shape
+    positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
+    x_BTD = self._embed(self.embed, tokens_BT, positions_BT, "pos_embed")
+    layer_cache = {n: cache[n] for n in ("k", "v", "ck", "cv", "mask", "memory") if n in cache}
+    if self.cfg.decoder.scan_layers:
+      graphdef, state = nnx.split(self.blocks)
+
+      def body(carry, xs):
+        x_BTD, c = carry
+        layer_state, layer = xs
+        return nnx.merge(graphdef, layer_state).decode(x_BTD, c, index, lengths_B, layer), None
+
+      (x_BTD, layer_cache), _ = jax.lax.scan(
+          body, (x_BTD, layer_cache), (state, jnp.arange(self.cfg.decoder.num_layers)))
+      k, v = layer_cache["k"], layer_cache["v"]
+    else:
+      ks, vs = [], []
+      for i, block in enumerate(self.blocks):
+        one = dict(layer_cache, k=cache["k"][i], v=cache["v"][i])
+        if "ck" in cache:
+          one.update(ck=cache["ck"][i], cv=cache["cv"][i])
+        x_BTD, one = block.decode(x_BTD, one, index, lengths_B)
+        ks.append(one["k"])
+        vs.append(one["v"])
+      k, v = tuple(ks), tuple(vs)
+    advance = t if lengths_B is None else lengths_B
+    return x_BTD, dict(cache, k=k, v=v, index=index + advance)
+
+  def _embed(self, table, tokens_BT, positions_BT, pos_name):
+    dt = self.cfg.decoder.dtype
+    x_BTD = table(tokens_BT).astype(dt)
+    if self.cfg.decoder.position == "learned":
+      x_BTD += jnp.take(getattr(self, pos_name)[...], positions_BT, axis=0,
+                        mode="clip").astype(dt)
+    return x_BTD
+
+  def _logits(self, x_BTD):
+    x_BTD = self.final_norm(x_BTD)
+    if self.cfg.decoder.tie_embeddings:
+      return self.embed.attend(x_BTD)
+    dt = self.cfg.decoder.dtype
+    return jnp.einsum("BTD,DV->BTV", x_BTD.astype(dt), self.head[...].astype(dt),
+                      preferred_element_type=jnp.float32)
+
+
+def _norm(cfg: TransformerConfig, rngs):
+  return layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
+                          cfg.param_dtype, rngs)
+
+
+def _blocks(block_cls, cfg: TransformerConfig, rngs: nnx.Rngs):
+  """`cfg.num_layers` blocks: a list, or stacked on a leading 'layers' axis when scanned."""
+  if not cfg.scan_layers:
+    return nnx.List([block_cls(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+  keys = jax.random.split(rngs.params(), cfg.num_layers)
+
+  @nnx.vmap(in_axes=0, out_axes=0,
+            transform_metadata={nnx.PARTITION_NAME: "layers", "logical_axes": "layers"})
+  def create(key):
+    return block_cls(cfg, rngs=nnx.Rngs(params=key))
+
+  return create(keys)
+
+
+def _run_blocks(cfg: TransformerConfig, blocks, block_fn, x):
+  """Applies every block (one scanned body with `scan_layers`), with `cfg.remat`."""
+
+  def make_apply(graphdef):
+    def apply(layer_state, x, layer):
+      return block_fn(nnx.merge(graphdef, layer_state), x, layer)
+    if cfg.remat == "none":
+      return apply
+    return jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat])
+
+  if cfg.scan_layers:
+    graphdef, state = nnx.split(blocks)
+    apply = make_apply(graphdef)
+
+    def body(x, xs):
+      layer_state, layer = xs
+      return apply(layer_state, x, layer), None
+
+    x, _ = jax.lax.scan(body, x, (state, jnp.arange(cfg.num_layers)))
+    return x
+  for i, block in enumerate(blocks):
+    graphdef, layer_state = nnx.split(block)
+    x = make_apply(graphdef)(layer_state, x, i)
+  return x
+
+
+def _split_or_none(rng, n):
+  return (None,) * n if rng is None else tuple(jax.random.split(rng, n))

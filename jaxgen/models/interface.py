@@ -1,0 +1,45 @@
+"""The one model interface the trainer, checkpoints and sampler use.
+
+Two families sit behind it (as T5X's `DecoderOnlyModel` and
+`EncoderDecoderModel` share one trainer):
+
+- decoder-only language models (`TransformerLM`, `LSTMLM`), which read a
+  batch's `inputs` (and packed `segment_ids`/`positions`);
+- encoder-decoders (`EncoderDecoder`), which also read the batch's `source`
+  tokens (and `source_segment_ids`, 0 at padding).
+
+Every model provides:
+
+- `batch_logits(batch, *, dropout_rng=None) -> logits [B, T, V]`: the float32
+  logits that predict `batch["targets"]`; the step's cross-entropy (weighted
+  by `batch["weights"]`, so the loss counts target tokens only) is shared.
+- `init_decoding(batch_size, max_len, source=None) -> cache`: the state a
+  sampler starts from. A conditional model encodes `source` = (tokens [B, S],
+  segment ids [B, S], 0 at padding) here, once: its cross-attention keys and
+  values live in the cache and every decoding step and beam reuses them.
+- `prefill(tokens, lengths, cache)`, `decode(tokens, cache)` and
+  `context_len`, which the sampler and beam search drive.
+- `conditional`: whether `init_decoding` needs a source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+
+class DecoderOnly:
+  """Mixin giving a decoder-only LM the interface, from its `__call__` and `init_cache`."""
+
+  conditional = False
+
+  def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
+    packing = {f"{k}_BT": batch[k] for k in ("segment_ids", "positions") if k in batch}
+    return self(batch["inputs"], dropout_rng=dropout_rng, **packing)
+
+  def init_decoding(self, batch_size: int, max_len: int | None = None,
+                    source: Any = None) -> Any:
+    if source is not None:
+      raise ValueError("a decoder-only language model takes no source; give a prompt")
+    return self.init_cache(batch_size, max_len)

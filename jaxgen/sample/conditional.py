@@ -1,0 +1,93 @@
+"""Generating from sources (conditional models): batched decoding and text metrics.
+
+Each source is encoded as in training (its ids + eos) and right-padded to the
+model's source length, always the same width, and each output starts from
+bos: a source's output does not depend on the others in its batch, so a file
+decoded in batches gives the outputs of one-at-a-time decoding. The encoder
+runs once per batch of sources; its cross-attention keys/values are reused by
+every step and beam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxgen.data.pairs import encode_source
+from jaxgen.errors import UserError
+from jaxgen.sample import decode
+
+# Sources (x samples, or beams) per decoding call, as for prompts.
+BATCH_ROWS = 64
+
+
+def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *,
+                          source_len: int, max_new_tokens: int, temperature: float = 0.0,
+                          top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
+                          seed: int = 0, beam_size: int = 0, length_penalty: float = 1.0,
+                          truncate: bool = False) -> list[list[str]]:
+  """Per source, `num_samples` output texts (beam search: the best beams, best first).
+
+  A source longer than the model reads is an error, or with `truncate` cut as
+  training cuts it (evaluation: its reference still counts in full).
+  """
+  ids = []
+  for i, text in enumerate(sources):
+    where = "the source" if len(sources) == 1 else f"source {i + 1}"
+    try:
+      row = np.asarray(tokenizer.encode(text), np.int32)
+    except UserError as e:
+      raise UserError(f"{where}: {e}") from None
+    if len(row) + 1 > source_len and not truncate:
+      raise UserError(f"{where} is {len(row)} tokens, but the model reads sources of at most "
+                      f"{source_len - 1} (plus eos); shorten it")
+    ids.append(encode_source(tokenizer, text, source_len))
+  never = (tokenizer.pad_id, tokenizer.bos_id)
+  bos = np.asarray([tokenizer.bos_id], np.int32)
+  outputs: list[list[np.ndarray]] = [[None] * num_samples for _ in ids]
+  if beam_size:
+    from jaxgen.sample.beam import beam_search
+    per_call = max(1, BATCH_ROWS // beam_size)
+    for start in range(0, len(ids), per_call):
+      part = list(range(start, min(start + per_call, len(ids))))
+      filled = part + [part[-1]] * (min(per_call, len(ids)) - len(part))
+      source = decode._source_buffer([ids[i] for i in filled], source_len)
+      tokens_BKN, _ = beam_search(graphdef, params, np.tile(bos, (len(filled), 1)),
+                                  max_new_tokens, beam_size=beam_size,
+                                  length_penalty=length_penalty, eos_id=tokenizer.eos_id,
+                                  vocab_size=tokenizer.vocab_size, exclude_ids=never,
+                                  source=source)
+      for i, beams in zip(part, tokens_BKN):
+        outputs[i] = list(beams[:num_samples])
+  else:
+    rows = [(i, s) for i in range(len(ids)) for s in range(num_samples)]
+    batch = min(BATCH_ROWS, len(rows))
+    for start in range(0, len(rows), batch):
+      part = rows[start:start + batch]
+      filled = part + [part[-1]] * (batch - len(part))
+      out = decode.generate(graphdef, params, [bos] * len(filled), max_new_tokens, seed=seed,
+                            temperature=temperature, top_k=top_k, top_p=top_p,
+                            vocab_size=tokenizer.vocab_size, exclude_ids=never,
+                            row_ids=[s for _, s in filled],
+                            sources=[ids[i] for i, _ in filled], source_width=source_len)
+      for (i, s), row in zip(part, out):
+        outputs[i][s] = row
+  return [[tokenizer.decode(_until_eos(t, tokenizer.eos_id)) for t in rows]
+          for rows in outputs]
+
+
+def text_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+  """Exact match (a fraction), corpus BLEU and chrF (sacrebleu's defaults, 0-100)."""
+  import sacrebleu
+  hyps, refs = list(hypotheses), list(references)
+  exact = float(np.mean([h == r for h, r in zip(hyps, refs)])) if refs else 0.0
+  return {"exact_match": exact,
+          "bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score),
+          "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
+
+
+def _until_eos(tokens, eos_id: int) -> np.ndarray:
+  tokens = np.asarray(tokens)
+  ends = np.flatnonzero(tokens == eos_id)
+  return tokens[:ends[0]] if ends.size else tokens

@@ -1,0 +1,243 @@
+"""Conditional generation end to end: paired data, training through the loop (and CLI),
+decoded validation metrics, meshes agreeing, `jaxgen sample --source/--source_file`,
+and one-line errors for bad paired sources."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxgen.sample
+from jaxgen import config as base
+from jaxgen import config_check
+from jaxgen.data import pairs
+from jaxgen.data.tokenizer import CharTokenizer
+from jaxgen.errors import UserError
+from tests.helpers import one_line
+from tests.test_train import run, train_losses
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def reverse_config(**train):
+  """A tiny reverse task: 1-5 letters of 6, a 2+2-layer 64-wide encoder-decoder."""
+  c = base.base_config()
+  c.model = base.encoder_decoder_model()
+  c.model.update(num_layers=2, num_encoder_layers=2, num_heads=4, embed_dim=64)
+  c.data.update(source="synthetic:reverse", seq_len=8, source_len=8, synthetic_min_len=1,
+                synthetic_max_len=5, synthetic_symbols=6, synthetic_train_examples=5000,
+                synthetic_eval_examples=64)
+  c.train.update({**dict(steps=20, batch_size=16, warmup_steps=5, log_every=1,
+                         compilation_cache_dir="", weight_decay=0.0), **train})
+  c.eval.update(every_steps=0, steps=2, decode_examples=64)
+  c.sample.update(num_tokens=0, temperature=0.0)
+  c.checkpoint.update(every_steps=0)
+  return c
+
+
+def records(workdir):
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A model trained until it reverses (greedy exact match reported at the end)."""
+  workdir = tmp_path_factory.mktemp("reverse") / "run"
+  cfg = reverse_config(steps=400, learning_rate=3e-3, log_every=50)
+  cfg.eval.update(every_steps=200)
+  last = run(cfg, workdir)
+  return workdir, last
+
+
+def test_training_reports_decoded_metrics_and_learns_to_reverse(trained):
+  workdir, last = trained
+  evals = [r for r in records(workdir) if "val_exact_match" in r]
+  assert [r["step"] for r in evals] == [200, 400]
+  for key in ("val_loss", "val_bleu", "val_chrf"):
+    assert key in evals[-1]
+  assert last["val_exact_match"] >= 0.9, last
+  assert last["val_chrf"] > 80, last
+
+
+def test_paired_batches_mask_padding_and_weigh_targets_only():
+  cfg = reverse_config()
+  items = pairs.pairs(cfg.data, "train")
+  tok = CharTokenizer.from_texts(pairs.vocabulary_texts(items, []))
+  batch = next(iter(pairs.make_pair_dataset(items, tok, source_len=8, target_len=8,
+                                            batch_size=4, seed=0, prefetch=0)))
+  for b in range(4):
+    n = int(batch["source_segment_ids"][b].sum())
+    assert batch["source"][b, n - 1] == tok.eos_id and (batch["source"][b, n:] == tok.pad_id).all()
+    m = int(batch["weights"][b].sum())
+    assert batch["inputs"][b, 0] == tok.bos_id and batch["targets"][b, m - 1] == tok.eos_id
+    np.testing.assert_array_equal(batch["inputs"][b, 1:m], batch["targets"][b, :m - 1])
+    assert (batch["weights"][b, m:] == 0).all()
+    # Reverse: the target letters are the source letters backwards.
+    np.testing.assert_array_equal(batch["targets"][b, :m - 1], batch["source"][b, :n - 1][::-1])
+
+
+@pytest.mark.parametrize("task,check", [
+    ("copy", lambda s, t: s == t), ("reverse", lambda s, t: s[::-1] == t),
+    ("sort", lambda s, t: "".join(sorted(s)) == t),
+    ("addition", lambda s, t: sum(map(int, s.split("+"))) == int(t))])
+def test_synthetic_tasks_are_seeded_and_correct(task, check):
+  cfg = reverse_config()
+  cfg.data.source = f"synthetic:{task}"
+  a, b = pairs.pairs(cfg.data, "train"), pairs.pairs(cfg.data, "train")
+  assert [a[i] for i in range(50)] == [b[i] for i in range(50)]
+  assert all(check(*a[i]) for i in range(50))
+  assert pairs.pairs(cfg.data, "eval")[0] != a[0]
+
+
+def test_meshes_agree_on_encoder_decoder_losses(tmp_path):
+  losses = {}
+  for mesh in [(1, 1, 1), (2, 2, 2), (1, 4, 2)]:
+    workdir = tmp_path / "x".join(map(str, mesh))
+    run(reverse_config(steps=8), workdir, mesh)
+    losses[mesh] = train_losses(workdir)
+  reference = losses[(1, 1, 1)]
+  assert len(reference) == 8
+  for mesh, got in losses.items():
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0, err_msg=f"mesh {mesh}")
+
+
+def test_generate_from_sources_batched_equals_one_at_a_time(trained):
+  workdir, _ = trained
+  sources = ["abc", "fedcba", "a", "bbaf", "cde"]
+  together = jaxgen.sample.generate(str(workdir), source=sources, temperature=0)
+  alone = [jaxgen.sample.generate(str(workdir), source=s, temperature=0) for s in sources]
+  assert together == alone
+  assert sum(out[0] == s[::-1] for out, s in zip(together, sources)) >= 4
+  beam = jaxgen.sample.generate(str(workdir), source=sources, beam_size=1)
+  assert beam == together
+  beams = jaxgen.sample.generate(str(workdir), source="abc", beam_size=3, num_samples=3)
+  assert len(beams) == 3
+  sampled = jaxgen.sample.generate(str(workdir), source=sources, temperature=1.0, top_k=3,
+                                   top_p=0.9, num_samples=2, seed=1)
+  assert [len(s) for s in sampled] == [2] * 5
+
+
+def test_sample_command_prints_and_writes_outputs(trained, tmp_path):
+  workdir, _ = trained
+  out = _jaxgen("sample", f"--workdir={workdir}", "--source=abcd", "--temperature=0")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.splitlines() == jaxgen.sample.generate(str(workdir), source="abcd",
+                                                           temperature=0)
+  sources = tmp_path / "in.txt"
+  sources.write_text("abc\nfe\n\nbbbad\n")
+  result = tmp_path / "out.txt"
+  out = _jaxgen("sample", f"--workdir={workdir}", f"--source_file={sources}",
+                f"--output_file={result}", "--temperature=0")
+  assert out.returncode == 0 and out.stdout == "", out.stderr
+  expected = [o[0] for o in jaxgen.sample.generate(str(workdir), source=["abc", "fe", "",
+                                                                         "bbbad"],
+                                                   temperature=0)]
+  assert result.read_text().splitlines() == expected
+  bad = _jaxgen("sample", f"--workdir={workdir}", "--source=xyz!", "--temperature=0")
+  _assert_one_error(bad, "the source")
+  bad = _jaxgen("sample", f"--workdir={workdir}", "--prompt=abc")
+  _assert_one_error(bad, "--source")
+
+
+def test_train_cli_with_bad_paired_sources_is_one_line(tmp_path):
+  tsv = tmp_path / "pairs.tsv"
+  tsv.write_text("hallo\thello\nkein tab hier\n")
+  cases = [
+      ([f"--config.data.source=tsv:{tsv}"], "pairs.tsv:2"),
+      (["--config.data.source=synthetic:rotate"], "synthetic:rotate"),
+      (["--config.data.source=text:/nonexistent.txt"], "model.type='encoder_decoder'"),
+      (["--config.data.synthetic_min_len=9", "--config.data.synthetic_max_len=3"],
+       "data.synthetic_min_len"),
+      ([f"--config.data.source=tsv:{tmp_path / 'missing.tsv'}"], "does not exist"),
+  ]
+  for flags, needle in cases:
+    out = _jaxgen("train", "--config=configs/seq2seq_reverse.py", *flags,
+                  f"--workdir={tmp_path / 'w'}")
+    _assert_one_error(out, needle)
+    assert not (tmp_path / "w").exists()
+
+
+def test_language_model_with_pairs_is_refused():
+  cfg = base.base_config()
+  cfg.model = base.transformer_model()
+  cfg.data.source = "synthetic:copy"
+  with pytest.raises(UserError, match="cannot read") as err:
+    config_check.check(cfg)
+  one_line(err)
+
+
+def _jaxgen(*args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "jaxgen", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
+  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+  assert out.returncode != 0, shown
+  assert "Traceback" not in out.stdout + out.stderr, shown
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
+  assert needle in lines[0], shown
+
+
+def test_resume_continues_exactly(tmp_path):
+  """A run stopped after step 6 (its checkpoint) and started again gives the losses
+  of an uninterrupted run: the pair stream resumes where it was."""
+  whole = tmp_path / "whole"
+  run(reverse_config(steps=12, decay_steps=12), whole)
+  part = tmp_path / "part"
+  run(reverse_config(steps=6, decay_steps=12), part)  # the same schedule, stopped early
+  run(reverse_config(steps=12, decay_steps=12), part)
+  np.testing.assert_allclose(train_losses(part)[-6:], train_losses(whole)[-6:], atol=1e-6,
+                             rtol=0)
+
+
+def test_tsv_and_jsonl_pairs(tmp_path):
+  tsv = tmp_path / "p.tsv"
+  tsv.write_text("".join(f"quelle {i}\tziel {i}\n" for i in range(10)) + "\n")
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.2)
+  assert pairs.is_paired(cfg.data)
+  assert list(pairs.pairs(cfg.data, "eval")) == [("quelle 8", "ziel 8"), ("quelle 9", "ziel 9")]
+  assert len(pairs.pairs(cfg.data, "train")) == 8
+  jsonl = tmp_path / "p.jsonl"
+  jsonl.write_text("".join(json.dumps({"de": f"a{i}", "en": f"b{i}"}) + "\n" for i in range(5)))
+  cfg.data.update(source=f"jsonl:{jsonl}", source_key="de", target_key="en", val_fraction=0.2)
+  assert pairs.pairs(cfg.data, "train")[0] == ("a0", "b0")
+  cfg.data.target_key = "fr"
+  with pytest.raises(UserError, match="'fr'") as err:
+    pairs.pairs(cfg.data, "train")
+  one_line(err)
+  cfg.data.source_key = ""
+  assert not pairs.is_paired(cfg.data)  # jsonl documents for language models
+
+
+DING = REPO.parent / "shared/data/ding_de_en/pairs.tsv"
+
+
+@pytest.mark.skipif(not DING.exists(), reason=f"the Ding pairs are not at {DING}")
+def test_ding_pairs_split():
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{DING}", val_fraction=0.1)
+  train, evaluate = pairs.pairs(cfg.data, "train"), pairs.pairs(cfg.data, "eval")
+  assert len(train) + len(evaluate) == 16_503 and len(evaluate) == 1_651
+
+
+def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
+  from jaxgen.sample import conditional
+  from jaxgen.sample.restore import restore
+  workdir, _ = trained
+  with pytest.raises(UserError, match="at most 7") as err:
+    jaxgen.sample.generate(str(workdir), source="abcdefabcdef")
+  one_line(err)
+  graphdef, params, _, tokenizer = restore(str(workdir))
+  cut = conditional.generate_from_sources(graphdef, params, tokenizer, ["abcdefabcdef"],
+                                          source_len=8, max_new_tokens=7, truncate=True)
+  same = conditional.generate_from_sources(graphdef, params, tokenizer, ["abcdefa"],
+                                           source_len=8, max_new_tokens=7)
+  assert cut == same
