@@ -241,3 +241,32 @@ def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
   same = conditional.generate_from_sources(graphdef, params, tokenizer, ["abcdefa"],
                                            source_len=8, max_new_tokens=7)
   assert cut == same
+
+
+def test_killed_mid_training_then_rerun_gives_the_uninterrupted_losses(tmp_path):
+  """SIGKILL of `jaxgen train` after a save, as for the language model: the rerun
+  resumes the model, optimizer and pair stream bit for bit."""
+  from tests.test_checkpoint import Cli, last_by_step
+  args = ["--config=configs/seq2seq_reverse.py", "--config.model.embed_dim=32",
+          "--config.model.num_layers=1", "--config.model.num_encoder_layers=1",
+          "--config.data.synthetic_max_len=6", "--config.data.seq_len=8",
+          "--config.data.source_len=8", "--config.train.batch_size=8",
+          "--config.train.steps=30", "--config.train.warmup_steps=5",
+          "--config.train.log_every=1", "--config.checkpoint.every_steps=5",
+          "--config.eval.every_steps=0", "--config.sample.num_tokens=0",
+          "--config.train.compilation_cache_dir="]
+  workdir = tmp_path / "killed"
+  with Cli([*args, f"--workdir={workdir}"]) as cli:  # killed on leaving
+    while not (workdir / "checkpoints" / "10").is_dir():
+      cli.wait_for("step ")
+  with Cli([*args, f"--workdir={workdir}"]) as cli:
+    rc, out, err = cli.finish()
+  assert rc == 0, err
+  resumed_at = int(out.split("jaxgen: resuming from")[1].split("(step ")[1].split(")")[0])
+  assert 10 <= resumed_at < 30  # the kill came mid-training
+  whole = tmp_path / "whole"
+  with Cli([*args, f"--workdir={whole}"]) as cli:
+    assert cli.finish()[0] == 0
+  resumed, reference = last_by_step(workdir), last_by_step(whole)
+  assert sorted(resumed) == list(range(1, 31))
+  assert resumed == reference  # bit for bit, every step
