@@ -15,6 +15,10 @@ import pytest
 
 from jaxgen import supervise
 
+# The supervisor forks its worker (preexec_fn) from a process that has not
+# started JAX; this test process has, which only makes Python warn.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 START = "jaxgen: process 1 of 2, local devices [cpu:0], coordinator h:1 (test)"
 # What XLA's runtime prints on process 0 when task 1 stops sending heartbeats.
 SERVICE_LOST = ("E1130 09:18:36.529832 12528 coordination_service.cc:1549] Use error polling "
