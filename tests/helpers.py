@@ -76,3 +76,25 @@ def dot_operand_dtypes(jaxpr) -> list[tuple[str, ...]]:
   """The operand dtypes of every matrix multiply in `jaxpr`."""
   return [tuple(str(v.aval.dtype) for v in e.invars) for e in jaxpr_eqns(jaxpr)
           if e.primitive.name == "dot_general"]
+
+
+def assert_one_error(out, needle: str) -> None:
+  """A finished command (subprocess.CompletedProcess) failed with a non-zero exit, no
+  traceback, and stderr exactly one `jaxgen: error:` line containing `needle`."""
+  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+  assert out.returncode != 0, shown
+  assert "Traceback" not in out.stdout + out.stderr, shown
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
+  assert needle in lines[0], shown
+
+
+def run_jaxgen(*args: str):
+  """`python -m jaxgen ARGS` from the repository root on one CPU device, finished."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "jaxgen", *args],
+                        cwd=pathlib.Path(__file__).resolve().parents[1], env=env,
+                        capture_output=True, text=True, timeout=300)

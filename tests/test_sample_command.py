@@ -24,11 +24,10 @@ from flax import nnx
 import jaxgen.sample
 from jaxgen.errors import UserError
 from jaxgen.sample.restore import restore
-from tests.helpers import one_line, tiny_transformer_config, write_corpus
+from tests.helpers import (assert_one_error, one_line, run_jaxgen, tiny_transformer_config,
+                           write_corpus)
 from tests.test_sample import RiggedLM
 from tests.test_train import run
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(source, **train):
@@ -237,8 +236,8 @@ def test_command_errors_are_one_line(workdir, tmp_path, flags, needle):
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("To be\n", encoding="utf-8")
   before = _snapshot(workdir)
-  out = _jaxgen_sample(f"--workdir={workdir}", *[f.format(prompts=prompts) for f in flags])
-  _assert_one_error(out, needle)
+  out = run_jaxgen("sample", f"--workdir={workdir}", *[f.format(prompts=prompts) for f in flags])
+  assert_one_error(out, needle)
   assert _snapshot(workdir) == before
 
 
@@ -251,9 +250,9 @@ def test_damaged_checkpoint_is_one_line_error_and_nothing_moves(workdir, tmp_pat
   for p in garbled:
     p.write_bytes(bytes((i * 37 + 11) % 256 for i in range(p.stat().st_size)))
   before = _snapshot(copy)
-  out = _jaxgen_sample(f"--workdir={copy}", "--step=200", "--prompt=To be",
+  out = run_jaxgen("sample", f"--workdir={copy}", "--step=200", "--prompt=To be",
                        "--max_new_tokens=5")
-  _assert_one_error(out, f"checkpoint {copy / 'checkpoints' / '200'} cannot be read")
+  assert_one_error(out, f"checkpoint {copy / 'checkpoints' / '200'} cannot be read")
   assert _snapshot(copy) == before  # sampling never moves, renames or writes anything
   with pytest.raises(UserError, match="cannot be read") as err:
     generate(copy, "To be", max_new_tokens=5, step=200)
@@ -321,21 +320,6 @@ def test_command_with_prompt_file(workdir, tmp_path):
       f"jaxgen: error: --prompt_file={tmp_path / 'missing.txt'} does not exist"]
 
 
-def _jaxgen_sample(*flags: str) -> subprocess.CompletedProcess:
-  """`python -m jaxgen sample FLAGS` from the repo root, on one CPU device."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, "-m", "jaxgen", "sample", *flags], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
-
-
-def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
-  """A non-zero exit, no traceback, and stderr exactly one `jaxgen: error:` line."""
-  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
-  assert out.returncode != 0, shown
-  assert "Traceback" not in out.stdout + out.stderr, shown
-  lines = [line for line in out.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
-  assert needle in lines[0], shown
 
 
 def _snapshot(path: pathlib.Path) -> dict[str, tuple[bytes | None, int]]:

@@ -3,10 +3,7 @@ decoded validation metrics, meshes agreeing, `jaxgen sample --source/--source_fi
 and one-line errors for bad paired sources."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from jaxgen import config_check
 from jaxgen.data import pairs
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
-from tests.helpers import one_line
+from tests.helpers import assert_one_error, one_line, run_jaxgen
 from tests.test_train import run, train_losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -123,24 +120,24 @@ def test_generate_from_sources_batched_equals_one_at_a_time(trained):
 
 def test_sample_command_prints_and_writes_outputs(trained, tmp_path):
   workdir, _ = trained
-  out = _jaxgen("sample", f"--workdir={workdir}", "--source=abcd", "--temperature=0")
+  out = run_jaxgen("sample", f"--workdir={workdir}", "--source=abcd", "--temperature=0")
   assert out.returncode == 0, out.stderr
   assert out.stdout.splitlines() == jaxgen.sample.generate(str(workdir), source="abcd",
                                                            temperature=0)
   sources = tmp_path / "in.txt"
   sources.write_text("abc\nfe\n\nbbbad\n")
   result = tmp_path / "out.txt"
-  out = _jaxgen("sample", f"--workdir={workdir}", f"--source_file={sources}",
+  out = run_jaxgen("sample", f"--workdir={workdir}", f"--source_file={sources}",
                 f"--output_file={result}", "--temperature=0")
   assert out.returncode == 0 and out.stdout == "", out.stderr
   expected = [o[0] for o in jaxgen.sample.generate(str(workdir), source=["abc", "fe", "",
                                                                          "bbbad"],
                                                    temperature=0)]
   assert result.read_text().splitlines() == expected
-  bad = _jaxgen("sample", f"--workdir={workdir}", "--source=xyz!", "--temperature=0")
-  _assert_one_error(bad, "the source")
-  bad = _jaxgen("sample", f"--workdir={workdir}", "--prompt=abc")
-  _assert_one_error(bad, "--source")
+  bad = run_jaxgen("sample", f"--workdir={workdir}", "--source=xyz!", "--temperature=0")
+  assert_one_error(bad, "the source")
+  bad = run_jaxgen("sample", f"--workdir={workdir}", "--prompt=abc")
+  assert_one_error(bad, "--source")
 
 
 def test_train_cli_with_bad_paired_sources_is_one_line(tmp_path):
@@ -155,9 +152,9 @@ def test_train_cli_with_bad_paired_sources_is_one_line(tmp_path):
       ([f"--config.data.source=tsv:{tmp_path / 'missing.tsv'}"], "does not exist"),
   ]
   for flags, needle in cases:
-    out = _jaxgen("train", "--config=configs/seq2seq_reverse.py", *flags,
+    out = run_jaxgen("train", "--config=configs/seq2seq_reverse.py", *flags,
                   f"--workdir={tmp_path / 'w'}")
-    _assert_one_error(out, needle)
+    assert_one_error(out, needle)
     assert not (tmp_path / "w").exists()
 
 
@@ -168,21 +165,6 @@ def test_language_model_with_pairs_is_refused():
   with pytest.raises(UserError, match="cannot read") as err:
     config_check.check(cfg)
   one_line(err)
-
-
-def _jaxgen(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, "-m", "jaxgen", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
-
-
-def _assert_one_error(out: subprocess.CompletedProcess, needle: str) -> None:
-  shown = f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
-  assert out.returncode != 0, shown
-  assert "Traceback" not in out.stdout + out.stderr, shown
-  lines = [line for line in out.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: "), shown
-  assert needle in lines[0], shown
 
 
 def test_resume_continues_exactly(tmp_path):
