@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxgen.models import kv_cache, layers
 from jaxgen.models.attention import Attention
+from jaxgen.models.interface import HiddenStateDecoding
 from jaxgen.models.transformer import REMAT_POLICIES, TransformerConfig
 
 
@@ -113,7 +114,7 @@ class DecoderBlock(nnx.Module):
     return x_BTD, dict(cache, k=kv["k"], v=kv["v"])
 
 
-class EncoderDecoder(nnx.Module):
+class EncoderDecoder(HiddenStateDecoding, nnx.Module):
   """Embeddings (shared or separate), encoder, decoder, final norms, (tied) head."""
 
   conditional = True
@@ -218,18 +219,6 @@ class EncoderDecoder(nnx.Module):
     cross = {"ck": ck, "cv": cv} if self.cfg.cache_cross_kv else {"memory": memory_BSD}
     return {"k": empty(), "v": empty(), **cross, "mask": mask_B11S,
             "index": jnp.zeros((), jnp.int32)}
-
-  def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
-    """Logits [B, T, V] for target tokens after the cache's contents, and the new cache."""
-    x_BTD, cache = self._decode_hidden(tokens_BT, cache, None)
-    return self._logits(x_BTD), cache
-
-  def prefill(self, tokens_BT, lengths_B, cache):
-    """Each row's first `lengths_B` tokens into the cache; logits [B, V] after the last."""
-    x_BTD, cache = self._decode_hidden(tokens_BT, cache, lengths_B)
-    last_B = jnp.maximum(lengths_B - 1, 0)
-    x_B1D = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)
-    return self._logits(x_B1D)[:, 0], cache
 
   def _decode_hidden(self, tokens_BT, cache, lengths_B):
     index = cache["index"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 class DecoderOnly:
@@ -43,3 +44,30 @@ class DecoderOnly:
     if source is not None:
       raise ValueError("a decoder-only language model takes no source; give a prompt")
     return self.init_cache(batch_size, max_len)
+
+
+class HiddenStateDecoding:
+  """Mixin: `decode` and `prefill` for attention models that provide
+  `_decode_hidden(tokens, cache, lengths)` (final hidden states [B, T, D] for
+  tokens after the cache's contents, and the new cache) and `_logits`."""
+
+  def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    """Logits [B, T, V] for `tokens_BT` placed right after the cache's contents, and the
+    new cache. A prompt can go in as one call; each generated token after it as a
+    call with T=1.
+    """
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, None)
+    return self._logits(x_BTD), cache
+
+  def prefill(self, tokens_BT: jax.Array, lengths_B: jax.Array,
+              cache: dict) -> tuple[jax.Array, dict]:
+    """Appends each row's first `lengths_B` tokens (the rest is padding) to the cache.
+
+    Returns the logits [B, V] after each row's last new token (meaningless
+    for a row with length 0) and the cache, whose index is now one per row.
+    Only those logits go through the output head, not the padding's.
+    """
+    x_BTD, cache = self._decode_hidden(tokens_BT, cache, lengths_B)
+    last_B = jnp.maximum(lengths_B - 1, 0)
+    x_B1D = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)
+    return self._logits(x_B1D)[:, 0], cache

@@ -18,7 +18,7 @@ from flax import nnx
 from jaxgen.models import kv_cache, layers
 from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.attention import Attention, AttentionConfig
-from jaxgen.models.interface import DecoderOnly
+from jaxgen.models.interface import DecoderOnly, HiddenStateDecoding
 
 REMAT_POLICIES = {
     "none": None,
@@ -113,7 +113,7 @@ class Block(nnx.Module):
     return x_BTD + self.mlp(self.mlp_norm(x_BTD)).astype(x_BTD.dtype), cache
 
 
-class TransformerLM(DecoderOnly, nnx.Module):
+class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
   """Token embedding, L blocks, final norm, (tied) output head."""
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
@@ -171,27 +171,6 @@ class TransformerLM(DecoderOnly, nnx.Module):
     else:
       empty = lambda: tuple(kv_cache.empty(*args) for _ in range(cfg.num_layers))
     return {"k": empty(), "v": empty(), "index": jnp.zeros((), jnp.int32)}
-
-  def decode(self, tokens_BT: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
-    """Logits [B, T, V] for `tokens_BT` placed right after the cache's contents, and the
-    new cache. A prompt can go in as one call; each generated token after it as a
-    call with T=1.
-    """
-    x_BTD, cache = self._decode_hidden(tokens_BT, cache, None)
-    return self._logits(x_BTD), cache
-
-  def prefill(self, tokens_BT: jax.Array, lengths_B: jax.Array,
-              cache: dict) -> tuple[jax.Array, dict]:
-    """Appends each row's first `lengths_B` tokens (the rest is padding) to the cache.
-
-    Returns the logits [B, V] after each row's last new token (meaningless
-    for a row with length 0) and the cache, whose index is now one per row.
-    Only those logits go through the output head, not the padding's.
-    """
-    x_BTD, cache = self._decode_hidden(tokens_BT, cache, lengths_B)
-    last_B = jnp.maximum(lengths_B - 1, 0)
-    x_B1D = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)
-    return self._logits(x_B1D)[:, 0], cache
 
   def _decode_hidden(self, tokens_BT, cache, lengths_B):
     """The final hidden states for tokens after the cache's contents, and the new cache."""
