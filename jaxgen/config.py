@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.1  # matrices only; norms, biases and vectors are not decayed
   c.train.grad_clip = 1.0  # global-norm clipping; 0 disables
   c.train.z_loss = 0.0  # PaLM's auxiliary loss on log Z; 1e-4 is a common value
+  c.train.label_smoothing = 0.0  # 0.1 regularises small data sets (translation)
   c.train.log_every = 50
   c.train.compilation_cache_dir = "~/.cache/jaxgen/xla"  # '' disables the persistent cache
 

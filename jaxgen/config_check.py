@@ -120,6 +120,7 @@ _TRAIN = {
     "weight_decay": _float(0.0),
     "grad_clip": _float(0.0, also=((0, "no clipping"),)),
     "z_loss": _float(0.0),
+    "label_smoothing": _float(0.0, 1.0, open_hi=True),
     "log_every": _int(1),
     "compilation_cache_dir": _PATH,
 }

@@ -1,4 +1,5 @@
-"""Optimizer: schedule shape, decay on matrices only, z-loss in the gradient only."""
+"""Optimizer: schedule shape, decay on matrices only, z-loss and label smoothing in the
+gradient only."""
 
 import jax
 import jax.numpy as jnp
@@ -46,3 +47,16 @@ def test_z_loss_changes_the_objective_not_the_reported_cross_entropy():
   assert float(ce0) == float(ce1) == float(loss0)
   z = jax.nn.logsumexp(logits, axis=-1)
   np.testing.assert_allclose(float(loss1), float(ce0) + 1e-2 * float(jnp.mean(z ** 2)), rtol=1e-6)
+
+
+def test_label_smoothing_is_the_one_hot_reference_with_weights():
+  logits = jax.random.normal(jax.random.key(1), (2, 3, 8)) * 3
+  targets = jnp.array([[1, 2, 3], [4, 5, 6]])
+  weights = jnp.array([[1, 1, 0], [1, 0, 0]], jnp.float32)
+  loss, ce = cross_entropy(logits, targets, 0.0, weights, label_smoothing=0.1)
+  smoothed = optax.smooth_labels(jax.nn.one_hot(targets, 8), 0.1)
+  per_token = optax.softmax_cross_entropy(logits, smoothed)
+  np.testing.assert_allclose(float(loss), float((per_token * weights).sum() / 3), rtol=1e-6)
+  plain = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  np.testing.assert_allclose(float(ce), float((plain * weights).sum() / 3), rtol=1e-6)
+  assert abs(float(loss) - float(ce)) > 1e-3

@@ -15,8 +15,8 @@ from jaxgen.train.state import TrainState
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    z_loss: float = 0.0, mesh: jax.sharding.Mesh | None = None,
-                    rules=()) -> Callable:
+                    z_loss: float = 0.0, label_smoothing: float = 0.0,
+                    mesh: jax.sharding.Mesh | None = None, rules=()) -> Callable:
   """The (unjitted) train step; `batch` holds int32 `inputs` and `targets` [B, T] (and
   whatever else the model's `batch_logits` reads: see `jaxgen.models.interface`).
 
@@ -26,7 +26,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
   def loss_fn(params, batch, rng, denom):
     logits_BTV = nnx.merge(graphdef, params).batch_logits(batch, dropout_rng=rng)
-    return cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom)
+    return cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom,
+                         label_smoothing)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -65,7 +66,7 @@ def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformati
   """
   step = make_train_step(graphdef, optimizer, schedule,
                          grad_accum_steps=train_cfg.grad_accum_steps, z_loss=train_cfg.z_loss,
-                         mesh=batch_sharding.mesh, rules=rules)
+                         label_smoothing=train_cfg.get("label_smoothing", 0.0), mesh=batch_sharding.mesh, rules=rules)
   return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, None), donate_argnums=0)
 
@@ -86,10 +87,14 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
   return eval_step
 
 
-def cross_entropy(logits_BTV, targets_BT, z_loss: float, weights_BT=None, denom=None):
+def cross_entropy(logits_BTV, targets_BT, z_loss: float, weights_BT=None, denom=None,
+                  label_smoothing: float = 0.0):
   """(loss to minimise, mean cross-entropy) over the targets with weight 1, in float32.
 
   `denom` (default: the weights' sum) is what the weighted sums are divided by.
+  With `label_smoothing` a, the loss is PyTorch's `CrossEntropyLoss(label_smoothing=a)`:
+  (1 - a) * cross-entropy + a * the mean over the V classes of -log p; the
+  cross-entropy reported stays the plain one.
   """
   logits_BTV = logits_BTV.astype(jnp.float32)
   ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
@@ -99,6 +104,11 @@ def cross_entropy(logits_BTV, targets_BT, z_loss: float, weights_BT=None, denom=
     denom = jnp.maximum(weights_BT.sum(), 1.0)
   ce = (ce_BT * weights_BT).sum() / denom
   loss = ce
+  if label_smoothing:
+    # mean_v(-log p_v) = log Z - mean_v(logit_v), without a [B, T, V] one-hot.
+    uniform_BT = jax.nn.logsumexp(logits_BTV, axis=-1) - logits_BTV.mean(axis=-1)
+    loss = ((1.0 - label_smoothing) * ce
+            + label_smoothing * (uniform_BT * weights_BT).sum() / denom)
   if z_loss:
     # PaLM's z-loss keeps log Z near 0, which stabilises low-precision training.
     log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
