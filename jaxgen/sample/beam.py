@@ -86,6 +86,11 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
   layout = _batch_layout(model, p + n, source)
   # Row b*K + j of the tiled cache is beam j of prompt row b.
   cache = _map_rows(lambda x, a: jnp.repeat(x, k, axis=a), cache, layout)
+  # Leaves that decoding only reads (an encoder-decoder's cross-attention keys and
+  # values, its source mask) hold K equal copies per prompt row, so moving a beam to
+  # a parent of the same row leaves them as they are: they are not reordered.
+  reordered = [lay if moves else None
+               for lay, moves in zip(layout, _written_leaves(model, cache, b * k))]
 
   def log_probs(logits_MV):
     return jax.nn.log_softmax(mask_logits(logits_MV, vocab_size, exclude_ids), axis=-1)
@@ -128,7 +133,7 @@ def _beam_search(graphdef, params, prompt_BP, num_tokens, beam_size, alpha, eos_
     beams, logp_BKV, cache = carry
     beams, parent_BK, token_BK = select(beams, logp_BKV, i)
     rows_M = (jnp.arange(b)[:, None] * k + parent_BK).reshape(b * k)
-    cache = _map_rows(lambda x, a: jnp.take(x, rows_M, axis=a), cache, layout)
+    cache = _map_rows(lambda x, a: jnp.take(x, rows_M, axis=a), cache, reordered)
     logits_M1V, cache = model.decode(token_BK.reshape(b * k, 1), cache)
     return (beams, log_probs(logits_M1V[:, 0]).reshape(b, k, v), cache), None
 
@@ -161,6 +166,17 @@ def _batch_layout(model, cache_len: int, source=None) -> list[tuple[int, int] | 
     axis = next((ax for ax, (s1, s2) in enumerate(zip(x1.shape, x2.shape)) if s1 != s2), None)
     layout.append(None if axis is None else (axis, x1.shape[axis]))
   return layout
+
+
+def _written_leaves(model, cache, rows: int) -> list[bool]:
+  """Per cache leaf, whether one decoding step can change it: False where the step's
+  output leaf is its input leaf, unchanged (read from the traced program)."""
+  tokens = jax.ShapeDtypeStruct((rows, 1), jnp.int32)
+  jaxpr = jax.make_jaxpr(lambda c, t: model.decode(t, c)[1])(cache, tokens).jaxpr
+  cache_in = jaxpr.invars[:len(jax.tree.leaves(cache))]
+  if len(jaxpr.outvars) != len(cache_in):  # another cache structure: reorder everything
+    return [True] * len(cache_in)
+  return [out is not var for out, var in zip(jaxpr.outvars, cache_in)]
 
 
 def _map_rows(fn, cache, layout):
