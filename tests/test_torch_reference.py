@@ -97,3 +97,21 @@ def test_forward_masks_padding(ref, use_bias):
     evaluated = model.eval().encode(source, pad)[~pad]
     trained = model.train().encode(source, pad)[~pad]
   torch.testing.assert_close(evaluated, trained, rtol=1e-5, atol=1e-5)
+
+
+def test_label_smoothed_loss_is_jaxgens_formula(ref):
+  """train.label_smoothing a: (1 - a) * cross-entropy + a * mean over the V classes of
+  -log p, on weighted targets; the reported cross-entropy stays the plain one."""
+  torch.manual_seed(0)
+  logits = torch.randn(2, 5, 16)
+  targets = torch.randint(0, 16, (2, 5))
+  weights = torch.tensor([[1.0] * 5, [1.0, 1.0, 0.0, 0.0, 0.0]])
+  denom = float(weights.sum())
+  logp = logits.log_softmax(-1)
+  ce = -(logp.gather(-1, targets[..., None])[..., 0] * weights).sum() / denom
+  uniform = (-(logp.mean(-1)) * weights).sum() / denom
+  loss, reported = ref.losses(logits, targets, weights, denom, label_smoothing=0.1)
+  torch.testing.assert_close(reported, ce)
+  torch.testing.assert_close(loss, 0.9 * ce + 0.1 * uniform)
+  plain, _ = ref.losses(logits, targets, weights, denom)
+  torch.testing.assert_close(plain, ce)
