@@ -67,6 +67,14 @@ is `pip install torch==2.13.0` on this machine)::
 Progress goes to stderr; the last line on stdout is one JSON object: wall_s is the
 training steps' wall time (data loading included, evaluations not), eval_s all
 evaluations' (loss and decoding), final_decode_s the last greedy decode's.
+On a machine whose cores other jobs also use, pass --threads=1: torch's OpenMP
+threads wait for each other by spinning, and 2 threads on 2 busy cores ran a
+step 4-5x slower than 1 (measured 2026-11-30, load average 7.5).
+
+Checked side by side with the short commands above (2026-11-30, 2 busy cores):
+mean train loss over steps 41-50 / 91-100 / 141-150 / 191-200 was 6.92 / 5.56 /
+5.13 / 4.82 here and 6.94 / 5.56 / 5.10 / 4.80 for jaxgen; validation loss at
+step 200 4.394 and 4.370, chrF of 50 pairs 7.15 and 7.29; both 4,736,000 parameters.
 
 What differs from jaxgen: the random streams (initial weights, dropout masks;
 the data order is the same), float32 summation orders, and attention: the
