@@ -14,7 +14,9 @@ evaluate. A batch holds "source" [B, S] (source ids + eos, padded) with
 "targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
 target tokens, 0 on padding): the loss counts target tokens only. Longer
 sources are cut to data.source_len (still ending in eos), longer targets to
-data.seq_len.
+data.seq_len. With data.mode='pack', training rows hold several pairs each
+(segment ids 1, 2, ... and positions on both sides: jaxgen/data/pair_packing.py);
+evaluation stays one pair per row.
 """
 
 from __future__ import annotations
@@ -170,8 +172,9 @@ def _jsonl_pairs(text: str, path: str, source_key: str, target_key: str):
 def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, source_len: int,
                       target_len: int, batch_size: int, seed: int, shuffle: bool = True,
                       repeat: bool = True, shard_index: int = 0, shard_count: int = 1,
-                      prefetch: int = 2):
-  """Padded batches of this host's share of `items` (see the module docstring).
+                      prefetch: int = 2, pack: bool = False):
+  """Padded batches of this host's share of `items` (see the module docstring), or
+  with `pack` several pairs per row (jaxgen/data/pair_packing.py).
 
   `repeat=False` is one pass whose last batch is filled with weight-0 rows.
   Returns a checkpointable `grain.IterDataset`.
@@ -179,6 +182,12 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   import grain  # lazily: config checks import this module before anything heavy
   if len(items) < shard_count:
     raise UserError(f"the data has {len(items)} pairs, fewer than the {shard_count} hosts")
+  if pack:
+    from jaxgen.data import pair_packing  # pylint: disable=import-outside-toplevel
+    return pair_packing.packed_pairs(
+        items, tokenizer, source_len=source_len, target_len=target_len,
+        batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+        shard_index=shard_index, shard_count=shard_count, prefetch=prefetch)
   ds = grain.MapDataset.source(items)[shard_index::shard_count]
   if shuffle:
     ds = ds.shuffle(seed % 2**32)
@@ -198,6 +207,16 @@ def encode_source(tokenizer: Any, text: str, source_len: int) -> np.ndarray:
   return np.concatenate([ids, [tokenizer.eos_id]]).astype(np.int32)
 
 
+def encode_pair(tokenizer: Any, pair: tuple[str, str], source_len: int,
+                target_len: int) -> dict[str, np.ndarray]:
+  """One pair, unpadded: "source" (ids + eos), "inputs" (bos + target ids) and
+  "targets" (target ids + eos), each cut to its width."""
+  tgt = np.asarray(tokenizer.encode(pair[1]), np.int32)
+  return {"source": encode_source(tokenizer, pair[0], source_len),
+          "inputs": np.concatenate([[tokenizer.bos_id], tgt]).astype(np.int32)[:target_len],
+          "targets": np.concatenate([tgt, [tokenizer.eos_id]]).astype(np.int32)[:target_len]}
+
+
 class _Encode:
   """(source, target) texts -> fixed-width padded rows."""
 
@@ -206,10 +225,8 @@ class _Encode:
 
   def __call__(self, pair: tuple[str, str]) -> dict[str, np.ndarray]:
     tok = self.tokenizer
-    src = encode_source(tok, pair[0], self.source_len)
-    tgt = np.asarray(tok.encode(pair[1]), np.int32)
-    inputs = np.concatenate([[tok.bos_id], tgt]).astype(np.int32)[:self.target_len]
-    targets = np.concatenate([tgt, [tok.eos_id]]).astype(np.int32)[:self.target_len]
+    row = encode_pair(tok, pair, self.source_len, self.target_len)
+    src, inputs, targets = row["source"], row["inputs"], row["targets"]
 
     def pad(x, width):
       return np.pad(x, (0, width - len(x)), constant_values=tok.pad_id)
