@@ -43,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   # sentencepiece: the .model (`jaxgen tokenizer train` writes it); hf: a directory
   # with a Hugging Face tokenizer.json (`jaxgen import` writes one into the workdir)
   c.data.tokenizer_path = ""
-  c.data.mode = "windows"  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids)
+  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids). Pairs are padded one
+  # per row unless 'pack', which puts several in a row (encoder_decoder only).
+  c.data.mode = "windows"
   c.data.shuffle = True  # concat/pack: reshuffle every epoch
   c.data.prefetch = 2  # batches prepared ahead in background threads
   c.data.seq_len = 64  # training window (context) length; with pairs, the target length
