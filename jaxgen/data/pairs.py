@@ -7,9 +7,13 @@
   tsv:PATH_OR_GLOB     one pair per line: source TAB target
   jsonl:PATH_OR_GLOB   with data.source_key set: one JSON object per line, its
                        data.source_key and data.target_key fields
+  tfds:NAME[:VERSION]  with data.source_key set: a TFDS data set's data.source_key and
+                       data.target_key text features, e.g. tfds:wmt14_translate/de-en
+                       with source_key='de', target_key='en' (a Translation feature's
+                       languages); read lazily as the LM's tfds: documents are
 
 Files split as the LM's local sources do: the last ceil(val_fraction * n) pairs
-evaluate. A batch holds "source" [B, S] (source ids + eos, padded) with
+evaluate; TFDS data sets keep their own splits (data.train_split, data.eval_split). A batch holds "source" [B, S] (source ids + eos, padded) with
 "source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
 "targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
 target tokens, 0 on padding): the loss counts target tokens only. Longer
@@ -40,7 +44,8 @@ _SPLIT_IDS = {"train": 0, "eval": 1}
 def is_paired(data_cfg: Any) -> bool:
   """Whether `data.source` gives (source, target) pairs rather than documents."""
   scheme = str(data_cfg.source).partition(":")[0]
-  return scheme in PAIRED_SCHEMES or (scheme == "jsonl" and bool(data_cfg.get("source_key")))
+  return scheme in PAIRED_SCHEMES or (scheme in ("jsonl", "tfds")
+                                      and bool(data_cfg.get("source_key")))
 
 
 def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
@@ -48,6 +53,8 @@ def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
   scheme, _, rest = str(data_cfg.source).partition(":")
   if scheme == "synthetic":
     return Synthetic(rest, split, data_cfg)
+  if scheme == "tfds":
+    return _tfds_pairs(data_cfg, split)
   return _file_pairs(data_cfg, scheme, rest)[split]
 
 
@@ -117,6 +124,41 @@ class _Pairs(collections.abc.Sequence):
 
   def __repr__(self) -> str:
     return f"Pairs({self._description}, pairs={len(self)})"
+
+
+class _TfdsPairs(collections.abc.Sequence):
+  """A split of TFDS records read as (source, target) pairs on access (picklable, short
+  repr for Grain)."""
+
+  def __init__(self, records: Sequence, description: str, source_key: str, target_key: str):
+    self._records, self._description = records, description
+    self._keys = (source_key, target_key)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    i, n = operator.index(index), len(self)
+    if not -n <= i < n:
+      raise IndexError(f"pair {i} out of range for {n} pairs")
+    record = self._records[i % n]
+    return tuple(_text(record[key]) for key in self._keys)
+
+  def __repr__(self) -> str:
+    return f"Pairs({self._description}, {self._keys[0]} -> {self._keys[1]}, pairs={len(self)})"
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else value  # TFDS Text: bytes
+
+
+def _tfds_pairs(data_cfg: Any, split: str) -> _TfdsPairs:
+  from jaxgen.data import sources  # the LM's TFDS reader: preparing, splits, errors
+  keys = {"source_key": data_cfg.source_key, "target_key": data_cfg.target_key}
+  records, description = sources.tfds_records(data_cfg, split, keys)
+  return _TfdsPairs(records, description, *keys.values())
 
 
 def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
