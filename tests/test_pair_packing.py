@@ -13,6 +13,7 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxgen.config import lstm_attention_model
 from jaxgen.data import pairs
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.models.factory import create_model, model_config
@@ -205,3 +206,14 @@ def test_train_command_packs_pairs_and_lstm_attention_refuses(tmp_path):
                    "--config.data.mode=pack", f"--workdir={tmp_path / 'lstm'}")
   assert_one_error(bad, "model.type='lstm_attention'")
   assert not (tmp_path / "lstm").exists()
+
+
+def test_lstm_attention_refuses_packed_batches():
+  """Bypassing the config check, the model itself refuses rows with several pairs."""
+  cfg, items, tok = setup()
+  batch = one_pass(items, tok)[0]
+  cfg.model = lstm_attention_model()
+  cfg.model.update(embed_dim=16, hidden_size=16, num_layers=1)
+  m = create_model(model_config(cfg.model, tok.vocab_size, WIDTH, WIDTH), nnx.Rngs(0))
+  with pytest.raises(ValueError, match="one pair per row, not packed rows"):
+    m.batch_logits(batch)
