@@ -13,7 +13,9 @@
                        languages); read lazily as the LM's tfds: documents are
 
 Files split as the LM's local sources do: the last ceil(val_fraction * n) pairs
-evaluate; TFDS data sets keep their own splits (data.train_split, data.eval_split). A batch holds "source" [B, S] (source ids + eos, padded) with
+evaluate; TFDS data sets keep their own splits (data.train_split, data.eval_split).
+
+A batch holds "source" [B, S] (source ids + eos, padded) with
 "source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
 "targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
 target tokens, 0 on padding): the loss counts target tokens only. Longer
@@ -127,8 +129,8 @@ class _Pairs(collections.abc.Sequence):
 
 
 class _TfdsPairs(collections.abc.Sequence):
-  """A split of TFDS records read as (source, target) pairs on access (picklable, short
-  repr for Grain)."""
+  """A split of TFDS records, read as (source, target) pairs on access (short repr for
+  Grain's checkpoints)."""
 
   def __init__(self, records: Sequence, description: str, source_key: str, target_key: str):
     self._records, self._description = records, description
