@@ -1,7 +1,8 @@
 """Packed pairs (data.mode='pack' with a paired source): well-formed rows that hold
 every pair once per pass, no gradient across the pairs of a row in the real
 encoder-decoder, a packed pair's loss equal to its padded loss, exact resume, and
-`jaxgen train` end to end (the LSTM with attention refuses packing in one line)."""
+`jaxgen train` and `jaxgen data inspect` end to end (the LSTM with attention refuses
+packing in one line)."""
 
 import collections
 import itertools
@@ -186,7 +187,7 @@ def test_packed_training_resumes_exactly(tmp_path):
                              train_losses(tmp_path / "whole")[-6:], atol=1e-6, rtol=0)
 
 
-def test_train_command_packs_pairs_and_lstm_attention_refuses(tmp_path):
+def test_train_and_inspect_commands_pack_pairs_and_lstm_attention_refuses(tmp_path):
   small = ["--config.model.embed_dim=32", "--config.model.num_layers=1",
            "--config.model.num_encoder_layers=1", "--config.data.synthetic_max_len=6",
            "--config.data.seq_len=16", "--config.data.source_len=16",
@@ -202,6 +203,14 @@ def test_train_command_packs_pairs_and_lstm_attention_refuses(tmp_path):
   losses = [r["train_loss"] for r in records if "train_loss" in r]
   assert len(losses) == 5 and np.isfinite(losses).all()
   assert any("val_exact_match" in r for r in records)  # evaluation, padded, ran
+  shown = run_jaxgen("data", "inspect", "--config=configs/seq2seq_reverse.py",
+                     "--config.data.mode=pack", "--config.train.batch_size=2", "--num_batches=1")
+  assert shown.returncode == 0, shown.stderr
+  pairs_shown = [l for l in shown.stdout.splitlines() if l.startswith("row ")]
+  assert "row 0.1: " in pairs_shown[0] and len(pairs_shown) > 2  # one line per packed pair
+  for line in pairs_shown:
+    source, target = line.split(": ", 1)[1].split(" (")[0].split(" -> ")
+    assert source[::-1] == target  # reverse: each pair's own target
   bad = run_jaxgen("train", "--config=configs/lstm_attention_reverse.py",
                    "--config.data.mode=pack", f"--workdir={tmp_path / 'lstm'}")
   assert_one_error(bad, "model.type='lstm_attention'")
