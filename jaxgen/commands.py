@@ -42,14 +42,18 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
     print(f"{d.source}: {len(train):,} training pairs, tokenizer {tokenizer!r}", flush=True)
     dataset = pairs.make_pair_dataset(train, tokenizer, source_len=d.source_len or d.seq_len,
                                       target_len=d.seq_len, batch_size=cfg.train.batch_size,
-                                      seed=cfg.train.seed, shuffle=d.shuffle, prefetch=0)
+                                      seed=cfg.train.seed, shuffle=d.shuffle, prefetch=0,
+                                      pack=d.mode == "pack")
     for i, batch in enumerate(itertools.islice(iter(dataset), max(1, num_batches))):
       print(f"=== batch {i} ===", flush=True)
       for b in range(len(batch["source"])):
-        src = batch["source"][b][batch["source_segment_ids"][b] != 0]
-        tgt = batch["targets"][b][batch["weights"][b] != 0]
-        print(f"{tokenizer.decode(src)!r} -> {tokenizer.decode(tgt)!r} ({len(src)} -> "
-              f"{len(tgt)} tokens, eos included)", flush=True)
+        source_ids, target_ids = batch["source_segment_ids"][b], batch["segment_ids"][b]
+        for n in sorted(set(target_ids[target_ids != 0].tolist())):  # one pair per segment
+          src = batch["source"][b][source_ids == n]
+          tgt = batch["targets"][b][(target_ids == n) & (batch["weights"][b] != 0)]
+          row = f"row {b}.{n}: " if d.mode == "pack" else ""
+          print(f"{row}{tokenizer.decode(src)!r} -> {tokenizer.decode(tgt)!r} ({len(src)} "
+                f"-> {len(tgt)} tokens, eos included)", flush=True)
     return
   train_docs = sources.documents(d, "train")
   tokenizer = build_tokenizer(

@@ -43,15 +43,18 @@ def base_config() -> ml_collections.ConfigDict:
   # sentencepiece: the .model (`jaxgen tokenizer train` writes it); hf: a directory
   # with a Hugging Face tokenizer.json (`jaxgen import` writes one into the workdir)
   c.data.tokenizer_path = ""
-  c.data.mode = "windows"  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids)
+  # 'windows' (random, nanoGPT) | 'concat' | 'pack' (segment ids). Pairs are padded one
+  # per row unless 'pack', which puts several in a row (encoder_decoder only).
+  c.data.mode = "windows"
   c.data.shuffle = True  # concat/pack: reshuffle every epoch
   c.data.prefetch = 2  # batches prepared ahead in background threads
   c.data.seq_len = 64  # training window (context) length; with pairs, the target length
   # Paired sources (conditional generation, see jaxgen/data/pairs.py): tsv:PATH_OR_GLOB,
-  # synthetic:copy|reverse|sort|addition, or jsonl:PATH_OR_GLOB with data.source_key set.
+  # synthetic:copy|reverse|sort|addition, or jsonl:PATH_OR_GLOB or tfds:NAME[:VERSION]
+  # with data.source_key set (tfds:wmt14_translate/de-en: source_key='de', target_key='en').
   c.data.source_len = 0  # source tokens (with eos) per pair; 0: data.seq_len
-  c.data.source_key = ""  # jsonl: the source field; '' reads documents (data.text_key)
-  c.data.target_key = "target"  # jsonl: the target field
+  c.data.source_key = ""  # jsonl/tfds: the source field; '' reads documents (data.text_key)
+  c.data.target_key = "target"  # jsonl/tfds: the target field
   c.data.synthetic_seed = 0
   c.data.synthetic_min_len = 1  # symbols per source (digits per number for addition)
   c.data.synthetic_max_len = 16

@@ -353,7 +353,7 @@ def _check_pairs(d: Any, m: Any) -> None:
   if m.type in CONDITIONAL_TYPES:
     require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "
             f"data, but data.source={d.source!r} gives documents; use synthetic:TASK, "
-            "tsv:PATH_OR_GLOB, or jsonl:PATH_OR_GLOB with data.source_key")
+            "tsv:PATH_OR_GLOB, or jsonl:PATH_OR_GLOB or tfds:NAME with data.source_key")
     max_source = m.get("max_source_len", 0)
     require(not max_source or (d.source_len or d.seq_len) <= max_source,
             f"data.source_len={d.source_len or d.seq_len} exceeds model.max_source_len="
@@ -361,15 +361,17 @@ def _check_pairs(d: Any, m: Any) -> None:
   else:
     require(not paired, f"data.source={d.source!r} gives (source, target) pairs, which "
             f"model.type={m.type!r} cannot read; use model.type='encoder_decoder', or "
-            "documents (text:, jsonl: without data.source_key, tfds:, bundled:)")
+            "documents (text:, bundled:, or jsonl:/tfds: without data.source_key)")
   if not paired:
     return
   scheme, _, task = str(d.source).partition(":")
   require(scheme != "synthetic" or task in pairs.TASKS,
           f"data.source={d.source!r} names no synthetic task; use one of "
           + ", ".join(f"synthetic:{t}" for t in pairs.TASKS))
-  require(d.mode != "pack", "data.mode='pack' is for documents; paired data is padded "
-          "per pair (use data.mode='windows', which pairs ignore)")
+  require(d.mode != "pack" or m.type != "lstm_attention",
+          "data.mode='pack' puts several pairs in a row, and model.type='lstm_attention' "
+          "would carry its recurrent state across them; use data.mode='windows' (one pair "
+          "per row) or model.type='encoder_decoder'")
   require(d.synthetic_min_len <= d.synthetic_max_len,
           f"data.synthetic_min_len={d.synthetic_min_len} exceeds data.synthetic_max_len="
           f"{d.synthetic_max_len}; the lengths are a range min..max")

@@ -147,7 +147,7 @@ RELATIONS = [
     (TRANSFORMER_RECIPE, ["--config.model.position=rope", "--config.model.head_dim=7"],
      "model.position"),
     (LSTM_RECIPE, ["--config.data.mode=pack"], "data.mode"),
-    (SEQ2SEQ_RECIPE, ["--config.data.mode=pack"], "data.mode"),
+    (LSTM_ATTENTION_RECIPE, ["--config.data.mode=pack"], "data.mode"),
     (SEQ2SEQ_RECIPE, ["--config.data.synthetic_min_len=9", "--config.data.synthetic_max_len=3"],
      "data.synthetic_min_len"),
     (SEQ2SEQ_RECIPE, ["--config.data.source=synthetic:rotate"], "synthetic:rotate"),

@@ -7,14 +7,22 @@
   tsv:PATH_OR_GLOB     one pair per line: source TAB target
   jsonl:PATH_OR_GLOB   with data.source_key set: one JSON object per line, its
                        data.source_key and data.target_key fields
+  tfds:NAME[:VERSION]  with data.source_key set: a TFDS data set's data.source_key and
+                       data.target_key text features, e.g. tfds:wmt14_translate/de-en
+                       with source_key='de', target_key='en' (a Translation feature's
+                       languages); read lazily as the LM's tfds: documents are
 
 Files split as the LM's local sources do: the last ceil(val_fraction * n) pairs
-evaluate. A batch holds "source" [B, S] (source ids + eos, padded) with
+evaluate; TFDS data sets keep their own splits (data.train_split, data.eval_split).
+
+A batch holds "source" [B, S] (source ids + eos, padded) with
 "source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
 "targets" (target ids + eos) and "segment_ids" [B, T], and "weights" (1 on
 target tokens, 0 on padding): the loss counts target tokens only. Longer
 sources are cut to data.source_len (still ending in eos), longer targets to
-data.seq_len.
+data.seq_len. With data.mode='pack', training rows hold several pairs each
+(segment ids 1, 2, ... and positions on both sides: jaxgen/data/pair_packing.py);
+evaluation stays one pair per row.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ _SPLIT_IDS = {"train": 0, "eval": 1}
 def is_paired(data_cfg: Any) -> bool:
   """Whether `data.source` gives (source, target) pairs rather than documents."""
   scheme = str(data_cfg.source).partition(":")[0]
-  return scheme in PAIRED_SCHEMES or (scheme == "jsonl" and bool(data_cfg.get("source_key")))
+  return scheme in PAIRED_SCHEMES or (scheme in ("jsonl", "tfds")
+                                      and bool(data_cfg.get("source_key")))
 
 
 def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
@@ -46,6 +55,8 @@ def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
   scheme, _, rest = str(data_cfg.source).partition(":")
   if scheme == "synthetic":
     return Synthetic(rest, split, data_cfg)
+  if scheme == "tfds":
+    return _tfds_pairs(data_cfg, split)
   return _file_pairs(data_cfg, scheme, rest)[split]
 
 
@@ -117,6 +128,41 @@ class _Pairs(collections.abc.Sequence):
     return f"Pairs({self._description}, pairs={len(self)})"
 
 
+class _TfdsPairs(collections.abc.Sequence):
+  """A split of TFDS records, read as (source, target) pairs on access (short repr for
+  Grain's checkpoints)."""
+
+  def __init__(self, records: Sequence, description: str, source_key: str, target_key: str):
+    self._records, self._description = records, description
+    self._keys = (source_key, target_key)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    i, n = operator.index(index), len(self)
+    if not -n <= i < n:
+      raise IndexError(f"pair {i} out of range for {n} pairs")
+    record = self._records[i % n]
+    return tuple(_text(record[key]) for key in self._keys)
+
+  def __repr__(self) -> str:
+    return f"Pairs({self._description}, {self._keys[0]} -> {self._keys[1]}, pairs={len(self)})"
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else value  # TFDS Text: bytes
+
+
+def _tfds_pairs(data_cfg: Any, split: str) -> _TfdsPairs:
+  from jaxgen.data import sources  # the LM's TFDS reader: preparing, splits, errors
+  keys = {"source_key": data_cfg.source_key, "target_key": data_cfg.target_key}
+  records, description = sources.tfds_records(data_cfg, split, keys)
+  return _TfdsPairs(records, description, *keys.values())
+
+
 def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
   from jaxgen.data import sources  # the LM sources' file matching and reading
   items = []
@@ -170,8 +216,9 @@ def _jsonl_pairs(text: str, path: str, source_key: str, target_key: str):
 def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, source_len: int,
                       target_len: int, batch_size: int, seed: int, shuffle: bool = True,
                       repeat: bool = True, shard_index: int = 0, shard_count: int = 1,
-                      prefetch: int = 2):
-  """Padded batches of this host's share of `items` (see the module docstring).
+                      prefetch: int = 2, pack: bool = False):
+  """Padded batches of this host's share of `items` (see the module docstring), or
+  with `pack` several pairs per row (jaxgen/data/pair_packing.py).
 
   `repeat=False` is one pass whose last batch is filled with weight-0 rows.
   Returns a checkpointable `grain.IterDataset`.
@@ -179,6 +226,12 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   import grain  # lazily: config checks import this module before anything heavy
   if len(items) < shard_count:
     raise UserError(f"the data has {len(items)} pairs, fewer than the {shard_count} hosts")
+  if pack:
+    from jaxgen.data import pair_packing  # pylint: disable=import-outside-toplevel
+    return pair_packing.packed_pairs(
+        items, tokenizer, source_len=source_len, target_len=target_len,
+        batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+        shard_index=shard_index, shard_count=shard_count, prefetch=prefetch)
   ds = grain.MapDataset.source(items)[shard_index::shard_count]
   if shuffle:
     ds = ds.shuffle(seed % 2**32)
@@ -198,6 +251,16 @@ def encode_source(tokenizer: Any, text: str, source_len: int) -> np.ndarray:
   return np.concatenate([ids, [tokenizer.eos_id]]).astype(np.int32)
 
 
+def encode_pair(tokenizer: Any, pair: tuple[str, str], source_len: int,
+                target_len: int) -> dict[str, np.ndarray]:
+  """One pair, unpadded: "source" (ids + eos), "inputs" (bos + target ids) and
+  "targets" (target ids + eos), each cut to its width."""
+  tgt = np.asarray(tokenizer.encode(pair[1]), np.int32)
+  return {"source": encode_source(tokenizer, pair[0], source_len),
+          "inputs": np.concatenate([[tokenizer.bos_id], tgt]).astype(np.int32)[:target_len],
+          "targets": np.concatenate([tgt, [tokenizer.eos_id]]).astype(np.int32)[:target_len]}
+
+
 class _Encode:
   """(source, target) texts -> fixed-width padded rows."""
 
@@ -206,10 +269,8 @@ class _Encode:
 
   def __call__(self, pair: tuple[str, str]) -> dict[str, np.ndarray]:
     tok = self.tokenizer
-    src = encode_source(tok, pair[0], self.source_len)
-    tgt = np.asarray(tok.encode(pair[1]), np.int32)
-    inputs = np.concatenate([[tok.bos_id], tgt]).astype(np.int32)[:self.target_len]
-    targets = np.concatenate([tgt, [tok.eos_id]]).astype(np.int32)[:self.target_len]
+    row = encode_pair(tok, pair, self.source_len, self.target_len)
+    src, inputs, targets = row["source"], row["inputs"], row["targets"]
 
     def pad(x, width):
       return np.pad(x, (0, width - len(x)), constant_values=tok.pad_id)

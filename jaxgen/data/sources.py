@@ -3,7 +3,9 @@
   bundled:NAME         a corpus shipped with jaxgen (tiny_shakespeare), split as TFDS splits it
   text:PATH_OR_GLOB    each file is a document (each non-empty line, with data.text_lines)
   jsonl:PATH_OR_GLOB   one JSON object per line; its data.text_key field is the document
-  tfds:NAME[:VERSION]  a TFDS data set, read lazily as array_record (prepared first if needed)
+  tfds:NAME[:VERSION]  a TFDS data set, read lazily as array_record (prepared first if needed);
+                       its data.text_key feature is the document (with data.source_key set,
+                       data/pairs.py reads it as pairs through `tfds_records`)
 
 `documents(data_cfg, "train" | "eval")` is a random-access sequence of str for the Grain
 pipeline. Local corpora split by documents (the last ceil(val_fraction * n) evaluate) or,
@@ -43,7 +45,7 @@ def documents(data_cfg: Any, split: str) -> Documents:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
-    return _tfds_documents(data_cfg, rest, split)
+    return _tfds_documents(data_cfg, split)
   if scheme == "bundled":
     return _bundled_documents(data_cfg, rest, split)
   return _local_splits(data_cfg, scheme, rest)[split]
@@ -53,7 +55,7 @@ def prepare(data_cfg: Any) -> dict[str, dict[str, int]]:
   """Readies the source (prepares TFDS, reads and checks local files); sizes per split."""
   scheme, rest = parse_source(data_cfg.source)
   if scheme == "tfds":
-    splits = {split: _tfds_documents(data_cfg, rest, split) for split in SPLITS}
+    splits = {split: _tfds_documents(data_cfg, split) for split in SPLITS}
   elif scheme == "bundled":
     splits = {split: _bundled_documents(data_cfg, rest, split) for split in SPLITS}
   else:
@@ -238,21 +240,35 @@ def _read_text_file(path: str, scheme: str = "text") -> str:
 # TFDS.
 
 
-def _tfds_documents(data_cfg: Any, spec: str, split: str) -> Documents:
-  tfds = _import_tfds(data_cfg.source)
-  builder = _tfds_builder(tfds, spec, data_cfg)
-  source, key = data_cfg.source, _opt(data_cfg, "text_key")
+def _tfds_documents(data_cfg: Any, split: str) -> Documents:
+  key = _opt(data_cfg, "text_key")
+  records, where = tfds_records(data_cfg, split, {"text_key": key})
+  return Documents(records, f"{where}, text_key={key!r}", key)
+
+
+def tfds_records(data_cfg: Any, split: str, keys: dict[str, str]) -> tuple[Any, str]:
+  """The records of `split` ("train" or "eval": data.train_split or data.eval_split) of a
+  tfds: data.source, prepared first if needed, and a short description of them.
+
+  `keys` maps config keys to the text features the caller reads (documents:
+  {"text_key": ...}; pairs: {"source_key": ..., "target_key": ...}); each must name
+  one, or the error says which features there are.
+  """
+  source = data_cfg.source
+  tfds = _import_tfds(source)
+  builder = _tfds_builder(tfds, parse_source(source)[1], data_cfg)
   features = builder.info.features
   names = list(features.keys()) if hasattr(features, "keys") else []
   texts = [n for n in names if isinstance(features[n], tfds.features.Text)]
-  if key not in names:
-    raise UserError(f"data.source {source!r} has no feature {key!r} (features: "
-                    f"{', '.join(names)}); set data.text_key to one of: "
-                    f"{', '.join(texts) or '(none: this data set has no text feature)'}")
-  if key not in texts:
-    raise UserError(f"data.source {source!r}: feature {key!r} is "
-                    f"{type(features[key]).__name__}, not text; set data.text_key to one "
-                    f"of: {', '.join(texts) or '(none: this data set has no text feature)'}")
+  for cfg_key, key in keys.items():
+    if key not in names:
+      raise UserError(f"data.source {source!r} has no feature {key!r} (features: "
+                      f"{', '.join(names)}); set data.{cfg_key} to one of: "
+                      f"{', '.join(texts) or '(none: this data set has no text feature)'}")
+    if key not in texts:
+      raise UserError(f"data.source {source!r}: feature {key!r} is "
+                      f"{type(features[key]).__name__}, not text; set data.{cfg_key} to one "
+                      f"of: {', '.join(texts) or '(none: this data set has no text feature)'}")
   cfg_key = "train_split" if split == "train" else "eval_split"
   tfds_split = _opt(data_cfg, cfg_key)
   try:
@@ -275,7 +291,7 @@ def _tfds_documents(data_cfg: Any, spec: str, split: str) -> Documents:
   if len(records) == 0:
     raise UserError(f"data.source {source!r}: split {tfds_split!r} (data.{cfg_key}) has no "
                     "examples; choose another split or slice")
-  return Documents(records, f"{source!r}, split={tfds_split!r}, text_key={key!r}", key)
+  return records, f"{source!r}, split={tfds_split!r}"
 
 
 def _tfds_builder(tfds: Any, spec: str, data_cfg: Any) -> Any:

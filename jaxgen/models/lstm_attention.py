@@ -17,6 +17,9 @@ the time scan; the input-fed part and the upper layers depend on the step
 before and run inside it. The source's projected keys (W_m m_s or W_a m_s)
 are computed once per source and kept in the decoding cache.
 
+Rows hold one pair each (padded, not packed: the recurrences would carry state
+from one pair into the next).
+
 Shapes: B batch, S source length, T target length, E embedding, H hidden,
 M encoder output (H or 2H), G = 4H gates, V vocabulary.
 """
@@ -102,6 +105,11 @@ class LSTMAttention(nnx.Module):
   # The model interface (jaxgen.models.interface).
 
   def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """One pair per row: source_segment_ids mark padding (0) only."""
+    if "positions" in batch or "source_positions" in batch:
+      # Packed rows (several pairs each) would need every recurrence, the backward
+      # encoder's reversal and the attention reset per pair; config_check refuses them.
+      raise ValueError("LSTMAttention reads one pair per row, not packed rows")
     source_BS = batch["source"]
     seg_BS = batch.get("source_segment_ids", jnp.ones_like(source_BS))
     rng_enc, rng_dec = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)

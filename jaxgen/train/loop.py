@@ -80,10 +80,11 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
                              shard_index=jax.process_index(), shard_count=hosts,
                              prefetch=d.prefetch)
     train_data = data(train_pairs, batch_size=t.batch_size // hosts, seed=t.seed,
-                      shuffle=d.shuffle)
+                      shuffle=d.shuffle, pack=d.mode == "pack")
     eval_data = full_eval_data = None
     if cfg.eval.every_steps and cfg.eval.steps:
-      # One unshuffled pass: each evaluation sees the same first eval.steps batches.
+      # One unshuffled pass, one pair per row even when training packs: each
+      # evaluation sees the same first eval.steps batches.
       eval_data = data(eval_pairs, batch_size=eval_batch // hosts, seed=0, shuffle=False,
                        repeat=False)
       if cfg.eval.get("full_split_at_end", False):

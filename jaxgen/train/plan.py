@@ -139,6 +139,9 @@ def abstract_batch(cfg: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeSt
                  source_segment_ids=jax.ShapeDtypeStruct(source, jnp.int32),
                  segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
                  weights=jax.ShapeDtypeStruct(shape, jnp.float32))
+    if cfg.data.mode == "pack":  # see jaxgen/data/pair_packing.py
+      batch.update(source_positions=jax.ShapeDtypeStruct(source, jnp.int32),
+                   positions=jax.ShapeDtypeStruct(shape, jnp.int32))
   elif cfg.data.mode == "pack":
     batch.update(segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
                  positions=jax.ShapeDtypeStruct(shape, jnp.int32),
