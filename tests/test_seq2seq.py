@@ -179,6 +179,14 @@ def test_resume_continues_exactly(tmp_path):
                              rtol=0)
 
 
+def test_resume_refuses_another_pair_stream(tmp_path):
+  run(reverse_config(steps=2), tmp_path)
+  cfg = reverse_config(steps=4)
+  cfg.data.synthetic_seed += 1
+  with pytest.raises(UserError, match=r"data\.synthetic_seed=1 \(saved: 0\)"):
+    run(cfg, tmp_path)
+
+
 def test_tsv_and_jsonl_pairs(tmp_path):
   tsv = tmp_path / "p.tsv"
   tsv.write_text("".join(f"quelle {i}\tziel {i}\n" for i in range(10)) + "\n")

@@ -34,7 +34,10 @@ from jaxgen.train.step import jit_train_step, make_eval_step
 # Keys that define the stream of training batches: a resumed run whose
 # config changes one of them could not continue where it stopped.
 _STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
-                "data.seq_len", "data.source_len", "train.batch_size", "train.seed")
+                "data.seq_len", "data.source_len", "data.val_fraction", "data.source_key",
+                "data.target_key", "data.synthetic_seed", "data.synthetic_min_len",
+                "data.synthetic_max_len", "data.synthetic_symbols",
+                "data.synthetic_train_examples", "train.batch_size", "train.seed")
 
 
 @dataclasses.dataclass
@@ -347,7 +350,10 @@ def _check_compatible(s: Setup, meta: dict) -> None:
                     f"{', '.join(differ)}; use the config they were trained with, or a new "
                     "--workdir")
   ours_cfg = s.meta["config"]
-  changed = [k for k in _STREAM_KEYS if _get(ours_cfg, k) != _get(meta["config"], k)]
+  # A key the saved config lacks (saved by an older jaxgen) cannot be compared.
+  changed = [k for k in _STREAM_KEYS
+             if _get(meta["config"], k) is not _MISSING
+             and _get(ours_cfg, k) != _get(meta["config"], k)]
   if changed:
     raise UserError(
         "this config changes the training data stream of the run in " f"{s.workdir}: "
@@ -356,9 +362,12 @@ def _check_compatible(s: Setup, meta: dict) -> None:
         + "; resume with the saved values, or start a new --workdir")
 
 
+_MISSING = object()
+
+
 def _get(config: dict, dotted: str):
   for key in dotted.split("."):
-    config = config.get(key, {}) if isinstance(config, dict) else None
+    config = config.get(key, _MISSING) if isinstance(config, dict) else _MISSING
   return config
 
 
