@@ -368,6 +368,9 @@ def _check_pairs(d: Any, m: Any) -> None:
   require(scheme != "synthetic" or task in pairs.TASKS,
           f"data.source={d.source!r} names no synthetic task; use one of "
           + ", ".join(f"synthetic:{t}" for t in pairs.TASKS))
+  require(d.mode != "concat", "data.mode='concat' joins documents into one stream, which "
+          "pairs are not; use data.mode='windows' (one pair per row, the default) or "
+          "'pack' (several pairs per row)")
   require(d.mode != "pack" or m.type != "lstm_attention",
           "data.mode='pack' puts several pairs in a row, and model.type='lstm_attention' "
           "would carry its recurrent state across them; use data.mode='windows' (one pair "
