@@ -61,6 +61,15 @@ def variant(name: str):
     c.model.update(num_layers=2, embed_dim=128, hidden_size=128)
     if name == "lstm_bf16":
       c.model.dtype = "bfloat16"
+  elif name in ("encdec", "encdec_scan"):  # 2+2 layers, sources of 48 tokens
+    c.model = base.encoder_decoder_model()
+    c.model.update(num_layers=2, num_encoder_layers=2, num_heads=4, embed_dim=128,
+                   scan_layers=name == "encdec_scan")
+    c.data.source_len = 48
+  elif name == "lstm_attn":
+    c.model = base.lstm_attention_model()
+    c.model.update(num_layers=1, num_encoder_layers=1, embed_dim=128, hidden_size=128)
+    c.data.source_len = 48
   elif name != "base":
     raise ValueError(f"unknown variant {name}")
   return c
@@ -72,14 +81,20 @@ def compile_case(case: str) -> None:
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = map(int, mesh_str.split("x"))
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
   mesh = sharding.make_mesh(cfg.mesh)
-  model_cfg = model_config(cfg.model, VOCAB, cfg.data.seq_len)
+  source_len = cfg.data.get("source_len", 0)
+  model_cfg = model_config(cfg.model, VOCAB, cfg.data.seq_len, source_len)
   optimizer, schedule = make_optimizer(cfg.train)
   graphdef, state, state_sh = create_train_state(model_cfg, optimizer, 0, mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
   step = _jit(graphdef, optimizer, schedule, cfg.train, state_sh, batch_sh, rules)
   shape = (cfg.train.batch_size, cfg.data.seq_len)
-  batch = sharding.put_batch({"inputs": np.zeros(shape, np.int32),
-                              "targets": np.zeros(shape, np.int32)}, batch_sh)
+  arrays = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32)}
+  if source_len:  # a paired batch, as jaxgen/data/pairs.py makes them
+    source_shape = (cfg.train.batch_size, source_len)
+    arrays.update(source=np.zeros(source_shape, np.int32),
+                  source_segment_ids=np.ones(source_shape, np.int32),
+                  segment_ids=np.ones(shape, np.int32), weights=np.ones(shape, np.float32))
+  batch = sharding.put_batch(arrays, batch_sh)
   os.write(2, f"CASE {case}\n".encode())
   compiled = step.lower(state, batch).compile()
   if os.environ.get("ACT_SHARDING_COLLECTIVES"):  # a diagnostic: what the step communicates

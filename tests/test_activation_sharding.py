@@ -25,12 +25,16 @@ WARNING = "Involuntary full rematerialization"
 
 # The CPU recipe's shape and its variants on the meshes with a tensor axis; a few
 # more there (1 key/value head, gradient accumulation, bf16); the plain recipe and
-# the LSTM also on pure data and pure fsdp meshes. act_sharding_worker.variant
+# the LSTM also on pure data and pure fsdp meshes; the encoder-decoder and the LSTM with
+# attention on paired batches. act_sharding_worker.variant
 # says what each name is.
 CASES = [f"{v}@{m}" for m in ("2x2x2", "1x4x2")
          for v in ("base", "gqa2", "gqa3", "scan", "scan_remat", "remat", "lstm")]
 CASES += ["gqa1@2x2x2", "accum@2x2x2", "bf16@2x2x2", "lstm_bf16@1x4x2"]
 CASES += [f"{v}@{m}" for m in ("8x1x1", "1x8x1") for v in ("base", "lstm")]
+# The conditional models on the meshes with a tensor axis.
+CASES += [f"{v}@{m}" for m in ("2x2x2", "1x4x2") for v in ("encdec", "lstm_attn")]
+CASES += ["encdec_scan@2x2x2"]
 
 
 def test_train_step_compiles_without_full_rematerialization():

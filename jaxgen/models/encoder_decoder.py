@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache, layers
+from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.attention import Attention
 from jaxgen.models.interface import HiddenStateDecoding
 from jaxgen.models.transformer import REMAT_POLICIES, TransformerConfig
@@ -68,8 +69,10 @@ class EncoderBlock(nnx.Module):
     rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
     h_BSD = self.attn(self.attn_norm(x_BSD), positions_BS, segment_ids_BS)
     x_BSD = x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_attn).astype(x_BSD.dtype)
+    x_BSD = constrain(x_BSD, layers.BTD)
     h_BSD = self.mlp(self.mlp_norm(x_BSD))
-    return x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_mlp).astype(x_BSD.dtype)
+    x_BSD = x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_mlp).astype(x_BSD.dtype)
+    return constrain(x_BSD, layers.BTD)
 
 
 class DecoderBlock(nnx.Module):
@@ -92,11 +95,14 @@ class DecoderBlock(nnx.Module):
     rngs = _split_or_none(dropout_rng, 3)
     h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
     x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[0]).astype(x_BTD.dtype)
+    x_BTD = constrain(x_BTD, layers.BTD)
     k_BKSH, v_BKSH = self.cross.cross_kv(memory_BSD)
     h_BTD = self.cross.cross(self.cross_norm(x_BTD), k_BKSH, v_BKSH, mask_B1TS)
     x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[1]).astype(x_BTD.dtype)
+    x_BTD = constrain(x_BTD, layers.BTD)
     h_BTD = self.mlp(self.mlp_norm(x_BTD))
-    return x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[2]).astype(x_BTD.dtype)
+    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[2]).astype(x_BTD.dtype)
+    return constrain(x_BTD, layers.BTD)
 
   def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
     """One decoding call: self-attention through the key/value cache, cross-attention
@@ -254,17 +260,20 @@ class EncoderDecoder(HiddenStateDecoding, nnx.Module):
     dt = self.cfg.decoder.dtype
     x_BTD = table(tokens_BT).astype(dt)
     if self.cfg.decoder.position == "learned":
-      x_BTD += jnp.take(getattr(self, pos_name)[...], positions_BT, axis=0,
-                        mode="clip").astype(dt)
-    return x_BTD
+      # Whole rows for the lookup, as the LM's (transformer.py) and layers.Embed do.
+      table_PD = constrain(getattr(self, pos_name)[...], (None, None))
+      x_BTD += jnp.take(table_PD, positions_BT, axis=0, mode="clip").astype(dt)
+    return constrain(x_BTD, layers.BTD)
 
   def _logits(self, x_BTD):
     x_BTD = self.final_norm(x_BTD)
     if self.cfg.decoder.tie_embeddings:
-      return self.embed.attend(x_BTD)
-    dt = self.cfg.decoder.dtype
-    return jnp.einsum("BTD,DV->BTV", x_BTD.astype(dt), self.head[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+      logits_BTV = self.embed.attend(x_BTD)
+    else:
+      dt = self.cfg.decoder.dtype
+      logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD.astype(dt), self.head[...].astype(dt),
+                              preferred_element_type=jnp.float32)
+    return constrain(logits_BTV, ("batch", "length", "vocab"))
 
 
 def _norm(cfg: TransformerConfig, rngs):

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import layers
-from jaxgen.models.lstm import LSTMConfig, LSTMLayer, _cell, _gate_scale
+from jaxgen.models.activation_sharding import constrain
+from jaxgen.models.lstm import TBG, LSTMConfig, LSTMLayer, _cell, _dot_rows, _gate_scale
 from jaxgen.models.params import param
 
 ATTENTION = ("bahdanau", "luong")
@@ -144,7 +145,7 @@ class LSTMAttention(nnx.Module):
     cfg = self.cfg
     dt = cfg.dtype
     table = self.embedding if cfg.share_embeddings else self.source_embedding
-    x_TBD = jnp.take(table[...].astype(dt), source_BS.T, axis=0, mode="clip")
+    x_TBD = _time_major(jnp.take(_rows(table, dt), source_BS.T, axis=0, mode="clip"))
     x_TBD = layers.dropout(x_TBD, cfg.dropout, dropout_rng)
     lengths_B = (segment_ids_BS != 0).sum(-1)
     b, s = source_BS.shape
@@ -160,12 +161,13 @@ class LSTMAttention(nnx.Module):
         h_rev, _ = bwd.recur(bwd.project(x_rev), zero)
         h_TBH = jnp.concatenate(
             [h_TBH, jnp.take_along_axis(h_rev, reverse_TB[:, :, None], axis=0)], axis=-1)
-      x_TBD = h_TBH.astype(dt)
+      x_TBD = _time_major(h_TBH.astype(dt))
       if dropout_rng is not None:
         x_TBD = layers.dropout(x_TBD, cfg.dropout, jax.random.fold_in(dropout_rng, i + 1))
-    memory_BSM = jnp.swapaxes(x_TBD, 0, 1)
-    keys_BSH = jnp.einsum("BSM,MH->BSH", memory_BSM, self.att_m[...].astype(dt),
+    memory_BSM = constrain(jnp.swapaxes(x_TBD, 0, 1), _BSX)
+    keys_BSH = jnp.einsum("BSM,MH->BSH", memory_BSM, _whole(self.att_m, dt),
                           preferred_element_type=jnp.float32).astype(dt)
+    keys_BSH = constrain(keys_BSH, _BSX)
     carry = tuple((jnp.zeros((b, cfg.hidden_size), jnp.float32),) * 2
                   for _ in range(cfg.num_layers))
     return {"carry": carry, "feed": jnp.zeros((b, cfg.hidden_size), jnp.float32),
@@ -178,19 +180,23 @@ class LSTMAttention(nnx.Module):
     `valid_TB` a row's state only advances at its valid steps."""
     cfg = self.cfg
     dt = cfg.dtype
-    x_TBE = jnp.take(self.embedding[...].astype(dt), tokens_BT.T, axis=0, mode="clip")
+    x_TBE = _time_major(jnp.take(_rows(self.embedding, dt), tokens_BT.T, axis=0,
+                                 mode="clip"))
     if dropout_rng is not None:
       x_TBE = layers.dropout(x_TBE, cfg.dropout, jax.random.fold_in(dropout_rng, 0))
     first = self.decoder[0]
-    gates_TBG = first.project(x_TBE)  # hoisted: the embedding part of layer 1's input
-    w_hh = [layer.w_hh[...].astype(dt) for layer in self.decoder]
-    w_ih = [layer.w_ih[...].astype(dt) for layer in self.decoder]
-    bias = [layer.bias[...].astype(jnp.float32) for layer in self.decoder]
+    # hoisted: the embedding part of layer 1's input
+    gates_TBG = _time_major(first.project(x_TBE))
+    # Weights gathered whole once, before the time loop, not inside every step (only
+    # the batch is split in the loop, as in the LM's LSTM).
+    w_hh = [_whole(layer.w_hh, dt) for layer in self.decoder]
+    w_ih = [_whole(layer.w_ih, dt) for layer in self.decoder]
+    bias = [_whole(layer.bias, jnp.float32) for layer in self.decoder]
     scale_G = _gate_scale(cfg.hidden_size)
-    feed_w, combine_w = self.feed_w[...].astype(dt), self.combine_w[...].astype(dt)
+    feed_w, combine_w = _whole(self.feed_w, dt), _whole(self.combine_w, dt)
     memory_BSM, keys_BSH, mask_BS = cache["memory"], cache["keys"], cache["mask"]
-    att_q = self.att_q[...].astype(dt) if cfg.attention == "bahdanau" else None
-    att_v = self.att_v[...].astype(dt) if cfg.attention == "bahdanau" else None
+    att_q = _whole(self.att_q, dt) if cfg.attention == "bahdanau" else None
+    att_v = _whole(self.att_v, dt) if cfg.attention == "bahdanau" else None
     t = tokens_BT.shape[1]
     valid = jnp.ones((t, tokens_BT.shape[0]), bool) if valid_TB is None else valid_TB
 
@@ -229,9 +235,29 @@ class LSTMAttention(nnx.Module):
 
     (carry, feed), a_TBH = jax.lax.scan(step, (cache["carry"], cache["feed"]),
                                         (gates_TBG, valid), unroll=cfg.unroll)
+    a_TBH = _time_major(a_TBH)
     if dropout_rng is not None:
       a_TBH = layers.dropout(a_TBH, cfg.dropout, jax.random.fold_in(dropout_rng, 1))
-    logits_MV = jnp.dot(layers.tokens_2d(a_TBH), self.head_w[...].astype(dt),
-                        preferred_element_type=jnp.float32) + self.head_b[...].astype(jnp.float32)
-    logits_BTV = jnp.swapaxes(logits_MV.reshape(t, tokens_BT.shape[0], -1), 0, 1)
+    logits_TBV = _dot_rows(a_TBH, self.head_w[...].astype(dt))
+    logits_TBV = constrain(logits_TBV + self.head_b[...].astype(jnp.float32),
+                           ("length", "batch", "vocab"))
+    logits_BTV = jnp.swapaxes(logits_TBV, 0, 1)
     return logits_BTV, dict(cache, carry=carry, feed=feed)
+
+
+# Logical names of activations (see activation_sharding.py): the batch is split, the
+# time and feature axes stay whole, as in the LM's LSTM (jaxgen/models/lstm.py).
+_BSX = ("batch", "length", None)
+
+
+def _time_major(x_TBX: jax.Array) -> jax.Array:
+  return constrain(x_TBX, TBG)
+
+
+def _rows(table, dtype) -> jax.Array:
+  """An embedding table with whole rows, looked up where its vocabulary shard lives."""
+  return constrain(table[...].astype(dtype), ("vocab", None))
+
+
+def _whole(weight, dtype) -> jax.Array:
+  return constrain(weight[...].astype(dtype), (None,) * weight[...].ndim)
