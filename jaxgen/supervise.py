@@ -69,7 +69,8 @@ def run(argv: list[str], process_id: int, workdir: str, *, show_all: bool,
   joined = threading.Event()  # the worker printed its start line
   readers = [threading.Thread(target=_pump, args=(child.stderr, held, said, show_all),
                               daemon=True),
-             threading.Thread(target=_pump_stdout, args=(child.stdout, held, joined, show_all),
+             threading.Thread(target=_pump_stdout,
+                              args=(child.stdout, held, joined, show_all, process_id),
                               daemon=True)]
   for reader in readers:
     reader.start()
@@ -122,13 +123,18 @@ def _say(message: str) -> None:
   sys.stderr.flush()
 
 
-def _pump_stdout(stream, held, joined, show_all: bool) -> None:
+def _pump_stdout(stream, held, joined, show_all: bool, process_id: int) -> None:
   out = sys.__stdout__
   for raw in iter(stream.readline, b""):
     line = raw.decode("utf-8", "replace")
     if _START.match(line):
       joined.set()
-    if _GLOO.search(line) and not show_all:  # the collectives' connection log
+    # The collectives' connection log is held. Its C++ writes can be split by
+    # another thread's, leaving a bare tail such as "1" on a line of its own; a
+    # process other than 0 writes only "jaxgen:" lines, so anything else it prints
+    # is held too.
+    quiet = _GLOO.search(line) or (process_id != 0 and not line.startswith("jaxgen:"))
+    if quiet and not show_all:
       held.append(line)
     else:
       out.write(line)

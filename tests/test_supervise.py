@@ -49,10 +49,20 @@ def test_success_shows_output_and_holds_library_noise(capfd):
       stdout=[START, "[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of "
               "connected peer ranks is : 1", "step 1/2 | loss 4.0"],
       stderr=["W1130 09:17:17.609 11021 preemption_notifier.cc:90] SIGTERM caught",
-              "jaxgen: warning: something jaxgen says"]), capfd)
+              "jaxgen: warning: something jaxgen says"]), capfd, process_id=0)
   assert status == 0
   assert out == f"{START}\nstep 1/2 | loss 4.0\n"
   assert err == "jaxgen: warning: something jaxgen says\n"
+
+
+def test_other_processes_pass_only_jaxgen_lines(capfd):
+  # Gloo's C++ writes, split by another thread's, once left a bare "1" on its own line.
+  status, out, _ = _run_worker(_worker(
+      stdout=[START, "[Gloo] Rank 1 is connected to 1 peer ranks. Expected number of "
+              "connected peer ranks is : ", "1", "jaxgen: process 1 stopped at step 3"]),
+      capfd, process_id=1)
+  assert status == 0
+  assert out == f"{START}\njaxgen: process 1 stopped at step 3\n"
 
 
 def test_verbosity_shows_everything(capfd):
