@@ -23,7 +23,7 @@ from jaxgen.models import kv_cache, layers
 from jaxgen.models.activation_sharding import constrain
 from jaxgen.models.attention import Attention
 from jaxgen.models.interface import HiddenStateDecoding
-from jaxgen.models.transformer import REMAT_POLICIES, TransformerConfig
+from jaxgen.models.transformer import REMAT_POLICIES, Block, TransformerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,25 +54,11 @@ class EncoderDecoderConfig:
                                max_len=self.max_source_len)
 
 
-class EncoderBlock(nnx.Module):
-  """x + attn(norm(x)) without a causal mask, then x + mlp(norm(x))."""
+class EncoderBlock(Block):
+  """The LM's pre-norm block without a causal mask: x + attn(norm(x)), x + mlp(norm(x))."""
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    self.attn_norm = _norm(cfg, rngs)
-    self.attn = Attention(dataclasses.replace(cfg.attention_config(), causal=False), rngs=rngs)
-    self.mlp_norm = _norm(cfg, rngs)
-    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
-                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
-
-  def __call__(self, x_BSD, positions_BS, segment_ids_BS, dropout_rng):
-    rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
-    h_BSD = self.attn(self.attn_norm(x_BSD), positions_BS, segment_ids_BS)
-    x_BSD = x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_attn).astype(x_BSD.dtype)
-    x_BSD = constrain(x_BSD, layers.BTD)
-    h_BSD = self.mlp(self.mlp_norm(x_BSD))
-    x_BSD = x_BSD + layers.dropout(h_BSD, self.cfg.dropout, rng_mlp).astype(x_BSD.dtype)
-    return constrain(x_BSD, layers.BTD)
+    super().__init__(cfg, rngs=rngs, causal=False)
 
 
 class DecoderBlock(nnx.Module):

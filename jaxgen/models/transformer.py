@@ -88,11 +88,12 @@ class TransformerConfig:
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs, causal: bool = True):
     self.cfg = cfg
     self.attn_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
                                       cfg.param_dtype, rngs)
-    self.attn = Attention(cfg.attention_config(), rngs=rngs)
+    self.attn = Attention(dataclasses.replace(cfg.attention_config(), causal=causal),
+                          rngs=rngs)
     self.mlp_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
                                      cfg.param_dtype, rngs)
     self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
