@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic:copy|reverse|sort|addition, or jsonl:PATH_OR_GLOB or tfds:NAME[:VERSION]
   # with data.source_key set (tfds:wmt14_translate/de-en: source_key='de', target_key='en').
   c.data.source_len = 0  # source tokens (with eos) per pair; 0: data.seq_len
+  # tsv/jsonl pairs held out for validation (data.val_fraction of them): 'hashed' picks
+  # them by a hash of their text, keeping pairs that share a source or target together;
+  # 'tail' takes the file's last ones (a sorted file's tail is not a sample of it).
+  c.data.pair_split = "hashed"
   c.data.source_key = ""  # jsonl/tfds: the source field; '' reads documents (data.text_key)
   c.data.target_key = "target"  # jsonl/tfds: the target field
   c.data.synthetic_seed = 0

@@ -51,6 +51,7 @@ BAD = {
     "data.prefetch": ["-1"],
     "data.seq_len": ["0", "-5"],
     "data.source_len": ["-1"],
+    "data.pair_split": ["random", ""],
     "data.source_key": [],
     "data.target_key": [""],
     "data.synthetic_seed": ["-1"],

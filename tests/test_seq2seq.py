@@ -191,10 +191,14 @@ def test_tsv_and_jsonl_pairs(tmp_path):
   tsv = tmp_path / "p.tsv"
   tsv.write_text("".join(f"quelle {i}\tziel {i}\n" for i in range(10)) + "\n")
   cfg = reverse_config()
-  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.2)
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.2, pair_split="tail")
   assert pairs.is_paired(cfg.data)
   assert list(pairs.pairs(cfg.data, "eval")) == [("quelle 8", "ziel 8"), ("quelle 9", "ziel 9")]
   assert len(pairs.pairs(cfg.data, "train")) == 8
+  cfg.data.pair_split = "hashed"
+  train, evaluate = list(pairs.pairs(cfg.data, "train")), list(pairs.pairs(cfg.data, "eval"))
+  assert len(evaluate) == 2 and sorted(train + evaluate) == sorted(
+      (f"quelle {i}", f"ziel {i}") for i in range(10))
   jsonl = tmp_path / "p.jsonl"
   jsonl.write_text("".join(json.dumps({"de": f"a{i}", "en": f"b{i}"}) + "\n" for i in range(5)))
   cfg.data.update(source=f"jsonl:{jsonl}", source_key="de", target_key="en", val_fraction=0.2)
@@ -207,15 +211,95 @@ def test_tsv_and_jsonl_pairs(tmp_path):
   assert not pairs.is_paired(cfg.data)  # jsonl documents for language models
 
 
+def shared_texts(train, evaluate):
+  seen = {text for pair in train for text in pair}
+  return [pair for pair in evaluate if pair[0] in seen or pair[1] in seen]
+
+
+def test_hashed_split_keeps_shared_texts_together_and_ignores_the_file_order(tmp_path):
+  rng = np.random.default_rng(0)
+  # 300 pairs in chains that share sources or targets (a source translated twice, two
+  # sources with one translation), as dictionaries and multi-reference data have.
+  lines = []
+  for g in range(100):
+    lines += [(f"q{g}", f"z{g}"), (f"q{g}", f"z{g}b"), (f"q{g}b", f"z{g}b")]
+  for name, order in (("sorted.tsv", range(300)), ("shuffled.tsv", rng.permutation(300))):
+    (tmp_path / name).write_text("".join(f"{lines[i][0]}\t{lines[i][1]}\n" for i in order))
+  splits = {}
+  for name in ("sorted.tsv", "shuffled.tsv"):
+    cfg = reverse_config()
+    cfg.data.update(source=f"tsv:{tmp_path / name}", val_fraction=0.1, pair_split="hashed")
+    train, evaluate = list(pairs.pairs(cfg.data, "train")), list(pairs.pairs(cfg.data, "eval"))
+    assert len(train) + len(evaluate) == 300 and 30 <= len(evaluate) <= 32
+    assert not shared_texts(train, evaluate)
+    # Whole chains: 10 or 11 of them, not the file's last 30 lines.
+    assert len(evaluate) % 3 == 0 and evaluate != [lines[i] for i in range(270, 300)]
+    splits[name] = sorted(evaluate)
+  assert splits["sorted.tsv"] == splits["shuffled.tsv"]
+
+
+def test_hashed_split_refuses_pairs_it_cannot_hold_out_without_leaking(tmp_path):
+  tsv = tmp_path / "p.tsv"
+  tsv.write_text("".join(f"same source\ttarget {i}\n" for i in range(10)))
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.2)
+  with pytest.raises(UserError, match="pair_split='tail'") as err:
+    pairs.pairs(cfg.data, "train")
+  one_line(err)
+  cfg.data.pair_split = "tail"
+  assert len(pairs.pairs(cfg.data, "eval")) == 2
+
+
 DING = REPO.parent / "shared/data/ding_de_en/pairs.tsv"
 
 
 @pytest.mark.skipif(not DING.exists(), reason=f"the Ding pairs are not at {DING}")
 def test_ding_pairs_split():
+  """The file's tail is its proverbs: 'tail' holds out mostly proverbs, which copying
+  the source scores far lower on than on the hashed sample of all pairs."""
+  import sacrebleu
   cfg = reverse_config()
   cfg.data.update(source=f"tsv:{DING}", val_fraction=0.1)
-  train, evaluate = pairs.pairs(cfg.data, "train"), pairs.pairs(cfg.data, "eval")
-  assert len(train) + len(evaluate) == 16_503 and len(evaluate) == 1_651
+  copy_chrf = {}
+  for split in ("tail", "hashed"):
+    cfg.data.pair_split = split
+    train, evaluate = list(pairs.pairs(cfg.data, "train")), list(pairs.pairs(cfg.data, "eval"))
+    assert len(train) + len(evaluate) == 16_503
+    assert len(evaluate) == 1_651 if split == "tail" else 1_651 <= len(evaluate) < 1_700
+    copy_chrf[split] = sacrebleu.corpus_chrf([s for s, _ in evaluate],
+                                             [[t for _, t in evaluate]]).score
+    if split == "hashed":
+      assert not shared_texts(train, evaluate)
+  assert copy_chrf["tail"] < 13 and copy_chrf["hashed"] > 14, copy_chrf
+
+
+def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
+  """A checkpoint saved before data.pair_split existed split its pair file at the tail:
+  resuming it under the hashed default would change the training pairs."""
+  from jaxgen.train import loop
+  tsv = tmp_path / "p.tsv"
+  tsv.write_text("".join(f"quelle {i}\tziel {i}\n" for i in range(40)))
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.1, tokenizer="byte")
+  setup = loop.prepare(cfg, str(tmp_path / "run"))
+  older = {"config": json.loads(json.dumps(setup.meta["config"])),
+           "tokenizer": setup.meta["tokenizer"]}
+  del older["config"]["data"]["pair_split"]
+  with pytest.raises(UserError, match=r"data\.pair_split='hashed' \(saved: 'tail'\)") as err:
+    loop._check_compatible(setup, older)
+  one_line(err)
+  cfg.data.pair_split = "tail"
+  loop._check_compatible(loop.prepare(cfg, str(tmp_path / "run")), older)
+  # A language model's older checkpoint has no pair file to have split.
+  lm = base.base_config()
+  lm.model = base.transformer_model()
+  lm.model.update(num_layers=1, num_heads=2, embed_dim=16)
+  lm.train.update(batch_size=8, compilation_cache_dir="")
+  setup = loop.prepare(lm, str(tmp_path / "lm"))
+  older = {"config": json.loads(json.dumps(setup.meta["config"])),
+           "tokenizer": setup.meta["tokenizer"]}
+  del older["config"]["data"]["pair_split"]
+  loop._check_compatible(setup, older)
 
 
 def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):

@@ -12,8 +12,15 @@
                        with source_key='de', target_key='en' (a Translation feature's
                        languages); read lazily as the LM's tfds: documents are
 
-Files split as the LM's local sources do: the last ceil(val_fraction * n) pairs
-evaluate; TFDS data sets keep their own splits (data.train_split, data.eval_split).
+Files split by data.pair_split. 'hashed' (the default) holds out about
+val_fraction of the pairs, chosen by a hash of their text, never by their place
+in the file: pair files are often sorted (by headword, by section, by source), so
+their tail is not a sample of them (the Ding pairs' last 10% are mostly its
+proverbs).
+Pairs that share a source or a target text fall on the same side, so no text the
+model trained on is scored as unseen. 'tail' holds out the last
+ceil(val_fraction * n) pairs, as the LM's local sources do. TFDS data sets keep
+their own splits (data.train_split, data.eval_split).
 
 A batch holds "source" [B, S] (source ids + eos, padded) with
 "source_segment_ids" (1 on tokens, 0 on padding), "inputs" (bos + target ids),
@@ -28,6 +35,7 @@ evaluation stays one pair per row.
 from __future__ import annotations
 
 import collections.abc
+import hashlib
 import json
 import math
 import operator
@@ -48,6 +56,11 @@ def is_paired(data_cfg: Any) -> bool:
   scheme = str(data_cfg.source).partition(":")[0]
   return scheme in PAIRED_SCHEMES or (scheme in ("jsonl", "tfds")
                                       and bool(data_cfg.get("source_key")))
+
+
+def is_pair_file(data_cfg: Any) -> bool:
+  """Whether the pairs come from tsv/jsonl files, which data.pair_split splits."""
+  return is_paired(data_cfg) and str(data_cfg.source).partition(":")[0] in ("tsv", "jsonl")
 
 
 def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
@@ -178,8 +191,55 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
     raise UserError(f"data.source {data_cfg.source!r} has {n} pairs; with data.val_fraction="
                     f"{data_cfg.val_fraction} both the train and the validation split need "
                     "at least one: add pairs or change data.val_fraction")
-  return {"train": _Pairs(items[:n - n_eval], f"{data_cfg.source} train"),
-          "eval": _Pairs(items[n - n_eval:], f"{data_cfg.source} eval")}
+  if data_cfg.get("pair_split", "tail") == "hashed":
+    held_out = hashed_holdout(items, n_eval)
+    if len(held_out) == n:
+      raise UserError(f"data.source {data_cfg.source!r}: its {n} pairs all share source or "
+                      "target texts, so data.pair_split='hashed' cannot hold any out without "
+                      "leaking; use data.pair_split='tail' or more varied pairs")
+  else:
+    held_out = set(range(n - n_eval, n))
+  train = [pair for i, pair in enumerate(items) if i not in held_out]
+  evaluate = [pair for i, pair in enumerate(items) if i in held_out]
+  return {"train": _Pairs(train, f"{data_cfg.source} train"),
+          "eval": _Pairs(evaluate, f"{data_cfg.source} eval")}
+
+
+def hashed_holdout(items: Sequence[tuple[str, str]], n_eval: int) -> set[int]:
+  """Indices of about n_eval pairs to hold out, whole groups at a time.
+
+  A group joins pairs that share a source or a target text (union-find), so no
+  text is on both sides. Groups are taken in the order of a hash of their
+  smallest text until n_eval pairs are held out: the choice depends on the texts
+  alone, not on the file's order, and adding pairs moves few others.
+  """
+  parent = list(range(len(items)))
+
+  def root(i):
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  first_with = {}
+  for i, (source, target) in enumerate(items):
+    for key in (("s", source), ("t", target)):
+      j = first_with.setdefault(key, i)
+      parent[root(i)] = root(j)
+  groups = collections.defaultdict(list)
+  for i in range(len(items)):
+    groups[root(i)].append(i)
+
+  def order(members):
+    text = min(items[i][0] + "\t" + items[i][1] for i in members)
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+  held_out = set()
+  for members in sorted(groups.values(), key=order):
+    if len(held_out) >= n_eval:
+      break
+    held_out.update(members)
+  return held_out
 
 
 def _tsv_pairs(text: str, path: str) -> list[tuple[str, str]]:

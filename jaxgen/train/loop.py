@@ -34,10 +34,13 @@ from jaxgen.train.step import jit_train_step, make_eval_step
 # Keys that define the stream of training batches: a resumed run whose
 # config changes one of them could not continue where it stopped.
 _STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
-                "data.seq_len", "data.source_len", "data.val_fraction", "data.source_key",
-                "data.target_key", "data.synthetic_seed", "data.synthetic_min_len",
-                "data.synthetic_max_len", "data.synthetic_symbols",
+                "data.seq_len", "data.source_len", "data.val_fraction", "data.pair_split",
+                "data.source_key", "data.target_key", "data.synthetic_seed",
+                "data.synthetic_min_len", "data.synthetic_max_len", "data.synthetic_symbols",
                 "data.synthetic_train_examples", "train.batch_size", "train.seed")
+
+# What a jaxgen without a stream key did, where it matters: pair files split at their tail.
+_BEFORE_KEY = {"data.pair_split": "tail"}
 
 
 @dataclasses.dataclass
@@ -350,14 +353,17 @@ def _check_compatible(s: Setup, meta: dict) -> None:
                     f"{', '.join(differ)}; use the config they were trained with, or a new "
                     "--workdir")
   ours_cfg = s.meta["config"]
-  # A key the saved config lacks (saved by an older jaxgen) cannot be compared.
+  # A key the saved config lacks (saved by an older jaxgen) cannot be compared, unless
+  # the older jaxgen's behaviour is known.
+  saved_stream = {k: _get(meta["config"], k) for k in _STREAM_KEYS}
+  if pairs.is_pair_file(saved.data):
+    saved_stream.update({k: v for k, v in _BEFORE_KEY.items() if saved_stream[k] is _MISSING})
   changed = [k for k in _STREAM_KEYS
-             if _get(meta["config"], k) is not _MISSING
-             and _get(ours_cfg, k) != _get(meta["config"], k)]
+             if saved_stream[k] is not _MISSING and _get(ours_cfg, k) != saved_stream[k]]
   if changed:
     raise UserError(
         "this config changes the training data stream of the run in " f"{s.workdir}: "
-        + ", ".join(f"{k}={_get(ours_cfg, k)!r} (saved: {_get(meta['config'], k)!r})"
+        + ", ".join(f"{k}={_get(ours_cfg, k)!r} (saved: {saved_stream[k]!r})"
                     for k in changed)
         + "; resume with the saved values, or start a new --workdir")
 
