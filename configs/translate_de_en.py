@@ -1,14 +1,15 @@
 """German -> English translation with a Transformer encoder-decoder, on a CPU.
 
-The Ding dictionary's 16,503 sentence pairs (../shared/data/ding_de_en, the
-last 10% for validation), one SentencePiece vocabulary for both sides, a
-2+2-layer 256-wide model with dropout; sized to train on two CPU cores in
-about 18 minutes. Copying the source scores chrF ~15; this reaches
-validation chrF 19.9-20.1 (BLEU 3.3-3.6) and overfits after ~3000 steps: short
-of the chrF 30 wanted (dropout 0.3 with label smoothing 0.1, or a 2k vocabulary,
-learned slower and were not adopted). Its PyTorch twin,
-benchmarks/reference/torch_translate.py, trained side by side reaches chrF 18.9
-in 1.84x jaxgen's wall time; see benchmarks/RESULTS.md. From the repository root:
+The Ding dictionary's 16,503 sentence pairs (../shared/data/ding_de_en; a hashed
+10% sample for validation, data.pair_split), one SentencePiece vocabulary for
+both sides, a 2+2-layer 256-wide model with dropout; sized to train on two CPU
+cores in about 17 minutes. Copying the source scores chrF 16.2 on the
+validation pairs; this reaches chrF 21.8-21.9 (BLEU 3.2-3.9) and overfits
+after ~3000 steps: short of the chrF 30 wanted (dropout 0.3 with label
+smoothing 0.1, or a 2k vocabulary, learned slower and were not adopted). Its
+PyTorch twin, benchmarks/reference/torch_translate.py, trained side by side
+reaches chrF 21.0 in 1.83x jaxgen's wall time; see benchmarks/RESULTS.md.
+From the repository root:
 
   jaxgen tokenizer train --config=configs/translate_de_en.py --vocab_size=4000
   jaxgen train --config=configs/translate_de_en.py --workdir=runs/de_en
