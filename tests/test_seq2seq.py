@@ -199,6 +199,7 @@ def test_tsv_and_jsonl_pairs(tmp_path):
   train, evaluate = list(pairs.pairs(cfg.data, "train")), list(pairs.pairs(cfg.data, "eval"))
   assert len(evaluate) == 2 and sorted(train + evaluate) == sorted(
       (f"quelle {i}", f"ziel {i}") for i in range(10))
+  assert tuple(map(list, pairs.train_and_eval(cfg.data))) == (train, evaluate)
   jsonl = tmp_path / "p.jsonl"
   jsonl.write_text("".join(json.dumps({"de": f"a{i}", "en": f"b{i}"}) + "\n" for i in range(5)))
   cfg.data.update(source=f"jsonl:{jsonl}", source_key="de", target_key="en", val_fraction=0.2)
@@ -273,6 +274,14 @@ def test_ding_pairs_split():
   assert copy_chrf["tail"] < 13 and copy_chrf["hashed"] > 14, copy_chrf
 
 
+def older_meta(setup):
+  """setup's checkpoint metadata as a jaxgen without data.pair_split saved it."""
+  older = {"config": json.loads(json.dumps(setup.meta["config"])),
+           "tokenizer": setup.meta["tokenizer"]}
+  del older["config"]["data"]["pair_split"]
+  return older
+
+
 def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   """A checkpoint saved before data.pair_split existed split its pair file at the tail:
   resuming it under the hashed default would change the training pairs."""
@@ -282,9 +291,7 @@ def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   cfg = reverse_config()
   cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.1, tokenizer="byte")
   setup = loop.prepare(cfg, str(tmp_path / "run"))
-  older = {"config": json.loads(json.dumps(setup.meta["config"])),
-           "tokenizer": setup.meta["tokenizer"]}
-  del older["config"]["data"]["pair_split"]
+  older = older_meta(setup)
   with pytest.raises(UserError, match=r"data\.pair_split='hashed' \(saved: 'tail'\)") as err:
     loop._check_compatible(setup, older)
   one_line(err)
@@ -296,10 +303,7 @@ def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   lm.model.update(num_layers=1, num_heads=2, embed_dim=16)
   lm.train.update(batch_size=8, compilation_cache_dir="")
   setup = loop.prepare(lm, str(tmp_path / "lm"))
-  older = {"config": json.loads(json.dumps(setup.meta["config"])),
-           "tokenizer": setup.meta["tokenizer"]}
-  del older["config"]["data"]["pair_split"]
-  loop._check_compatible(setup, older)
+  loop._check_compatible(setup, older_meta(setup))
 
 
 def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):

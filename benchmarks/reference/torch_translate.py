@@ -350,7 +350,7 @@ def main(argv):
   t_setup = time.perf_counter()
   if not pairs.is_paired(d):
     raise ValueError(f"data.source={d.source!r} is not a paired source")
-  train_pairs, eval_pairs = pairs.pairs(d, "train"), pairs.pairs(d, "eval")
+  train_pairs, eval_pairs = pairs.train_and_eval(d)
   tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
   source_len = d.get("source_len", 0) or d.seq_len
   data = lambda items, **kw: pairs.make_pair_dataset(

@@ -73,6 +73,15 @@ def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
   return _file_pairs(data_cfg, scheme, rest)[split]
 
 
+def train_and_eval(data_cfg: Any) -> tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]]:
+  """Both splits, a file source read and split once (not once per split)."""
+  if is_pair_file(data_cfg):
+    scheme, _, rest = str(data_cfg.source).partition(":")
+    split = _file_pairs(data_cfg, scheme, rest)
+    return split["train"], split["eval"]
+  return pairs(data_cfg, "train"), pairs(data_cfg, "eval")
+
+
 def vocabulary_texts(train: Sequence[tuple[str, str]], evaluate: Sequence[tuple[str, str]]):
   """Texts a character vocabulary must cover: every side of every pair (a synthetic
   task's symbols alone)."""

@@ -79,7 +79,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   d = cfg.data
   decode_pairs, source_len = [], d.get("source_len", 0) or d.seq_len
   if pairs.is_paired(d):
-    train_pairs, eval_pairs = pairs.pairs(d, "train"), pairs.pairs(d, "eval")
+    train_pairs, eval_pairs = pairs.train_and_eval(d)
     tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
     data = functools.partial(pairs.make_pair_dataset, tokenizer=tokenizer,
                              source_len=source_len, target_len=d.seq_len,

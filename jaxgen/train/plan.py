@@ -122,8 +122,8 @@ def tokenizer_vocab_size(cfg: ml_collections.ConfigDict, vocab_size: int | None 
   from jaxgen.data import pairs  # pylint: disable=import-outside-toplevel
   d = cfg.data
   if pairs.is_paired(d):
-    return build_tokenizer(d, lambda: pairs.vocabulary_texts(
-        pairs.pairs(d, "train"), pairs.pairs(d, "eval"))).vocab_size
+    return build_tokenizer(
+        d, lambda: pairs.vocabulary_texts(*pairs.train_and_eval(d))).vocab_size
   return build_tokenizer(d, lambda: itertools.chain(sources.documents(d, "train"),
                                                     sources.documents(d, "eval"))).vocab_size
 
