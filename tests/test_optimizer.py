@@ -5,9 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
+from flax import nnx
 
 from jaxgen import config as base
-from jaxgen.train.optimizer import make_optimizer
+from jaxgen.models.factory import create_model, model_config
+from jaxgen.train.optimizer import _is_matrix, make_optimizer
 from jaxgen.train.step import cross_entropy
 
 
@@ -37,6 +40,40 @@ def test_weight_decay_touches_matrices_only():
   new = optax.apply_updates(params, updates)
   assert float(new["kernel"][0, 0]) < 1.0
   assert float(new["scale"][0]) == 1.0 and float(new["bias"][0]) == 1.0
+
+
+def _decayed_names(model_section, **overrides):
+  model_section.update(overrides)
+  model = create_model(model_config(model_section, 64, 16), nnx.Rngs(params=0))
+  mask = _is_matrix(nnx.state(model, nnx.Param))
+  flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+  return ({jax.tree_util.keystr(path[:-1]).replace("encoder_", "") for path, v in flat if v},
+          {jax.tree_util.keystr(path[:-1]) for path, v in flat if not v})
+
+
+@pytest.mark.parametrize("make", [base.transformer_model, base.encoder_decoder_model])
+def test_scanned_layers_decay_what_looped_layers_decay(make):
+  # A scanned stack's norm scales are [L, D] and its biases [L, D] or [L, N, H]; the
+  # 'layers' axis must not turn them into decayed "matrices".
+  small = dict(num_layers=2, num_heads=2, embed_dim=16, use_bias=True)
+  if make is base.encoder_decoder_model:
+    small["num_encoder_layers"] = 2
+  looped, kept = _decayed_names(make(), **small, scan_layers=False)
+  scanned, scanned_kept = _decayed_names(make(), **small, scan_layers=True)
+  strip = lambda names: {n.replace("['blocks'][0]", "['blocks']").replace("['blocks'][1]", "['blocks']")
+                         for n in names}
+  assert strip(looped) == scanned
+  assert not any(n.endswith(("['scale']", "['bias']", "['bq']", "['bk']", "['bv']", "['bo']",
+                             "['bi']")) for n in scanned)
+  assert {"['blocks']['attn']['bq']", "['blocks']['attn_norm']['scale']"} <= scanned_kept
+  assert "['blocks']['mlp']['wi']" in scanned
+
+
+@pytest.mark.parametrize("make", [base.lstm_model, base.lstm_attention_model])
+def test_lstm_decays_its_kernels_not_its_biases(make):
+  decayed, kept = _decayed_names(make(), hidden_size=16)
+  assert decayed and all("bias" not in n and "head_b" not in n for n in decayed)
+  assert any("bias" in n for n in kept)
 
 
 def test_z_loss_changes_the_objective_not_the_reported_cross_entropy():

@@ -5,6 +5,11 @@ from __future__ import annotations
 import jax
 import ml_collections
 import optax
+from flax import nnx
+
+# Parameters added to a layer's output rather than multiplied with its input: never
+# decayed, whatever their rank (attention's [heads, head_dim] biases are 2-D).
+_ADDITIVE = frozenset({"scale", "bias", "bq", "bk", "bv", "bo", "bi", "head_b"})
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
@@ -22,5 +27,17 @@ def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransfor
 
 
 def _is_matrix(params):
-  # Decay matrices (kernels, embeddings); not norm scales or biases (nanoGPT, GPT-3).
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+  """Decay matrices (kernels, embeddings); not norm scales or biases (nanoGPT, GPT-3).
+
+  A scanned stack's leading 'layers' axis does not count: its norm scales are [L, D]
+  and must not be decayed when the same model unscanned would not be.
+  """
+  def decays(path, leaf):
+    name = str(getattr(path[-1], "key", getattr(path[-1], "name", path[-1]))) if path else ""
+    if isinstance(leaf, nnx.Variable):
+      axes = leaf.get_metadata().get("logical_axes") or ()
+      rank = len(leaf.shape) - (1 if axes[:1] == ("layers",) else 0)
+      return leaf.replace(name not in _ADDITIVE and rank >= 2)
+    return name not in _ADDITIVE and leaf.ndim >= 2
+  return jax.tree_util.tree_map_with_path(
+      decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
