@@ -6,7 +6,6 @@ import importlib.util
 import pathlib
 
 import jax
-import optax
 import pytest
 from flax import nnx
 

@@ -39,7 +39,7 @@ def write(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, tokenizer
   from jaxgen.models.factory import model_config
   from jaxgen.train.checkpoint import Checkpointer
   from jaxgen.train.optimizer import make_optimizer
-  from jaxgen.train.state import TrainState, abstract_train_state
+  from jaxgen.train.state import abstract_train_state
   wd = pathlib.Path(workdir).expanduser()
   if wd.exists() and (not wd.is_dir() or any(wd.iterdir())):
     raise UserError(f"--workdir={workdir} already exists and is not empty; import into a "

@@ -30,7 +30,6 @@ import numpy as np
 from flax import nnx
 
 from jaxgen import chips, config_check
-from jaxgen.errors import UserError
 from jaxgen.models.factory import model_config
 from jaxgen.models.transformer import TransformerConfig
 from jaxgen.train import sharding
