@@ -5,8 +5,9 @@ The Ding dictionary's 16,503 sentence pairs (../shared/data/ding_de_en; a hashed
 both sides, a 2+2-layer 256-wide model with dropout; sized to train on two CPU
 cores in about 17 minutes. Copying the source scores chrF 16.2 on the
 validation pairs; this reaches chrF 21.8-21.9 (BLEU 3.2-3.9) and overfits
-after ~3000 steps: short of the chrF 30 wanted (dropout 0.3 with label
-smoothing 0.1, or a 2k vocabulary, learned slower and were not adopted). Its
+after ~3000 steps: short of the chrF 30 wanted. Packed pairs with dropout 0.3
+and label smoothing 0.1 reach 22.1, and 2.4x as many steps level off at 23.3;
+a 2k vocabulary and dropout 0.5 did worse (benchmarks/RESULTS.md). Its
 PyTorch twin, benchmarks/reference/torch_translate.py, trained side by side
 reaches chrF 21.0 in 1.83x jaxgen's wall time; see benchmarks/RESULTS.md.
 From the repository root:
