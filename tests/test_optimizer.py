@@ -58,7 +58,7 @@ def test_scanned_layers_decay_what_looped_layers_decay(make):
   small = dict(num_layers=2, num_heads=2, embed_dim=16, use_bias=True)
   if make is base.encoder_decoder_model:
     small["num_encoder_layers"] = 2
-  looped, kept = _decayed_names(make(), **small, scan_layers=False)
+  looped, _ = _decayed_names(make(), **small, scan_layers=False)
   scanned, scanned_kept = _decayed_names(make(), **small, scan_layers=True)
   strip = lambda names: {n.replace("['blocks'][0]", "['blocks']").replace("['blocks'][1]", "['blocks']")
                          for n in names}

@@ -33,11 +33,11 @@ def _is_matrix(params):
   and must not be decayed when the same model unscanned would not be.
   """
   def decays(path, leaf):
+    is_var = isinstance(leaf, nnx.Variable)
+    axes = (leaf.get_metadata().get("logical_axes") if is_var else None) or ()
+    rank = len(leaf.shape) - (1 if axes[:1] == ("layers",) else 0)
     name = str(getattr(path[-1], "key", getattr(path[-1], "name", path[-1]))) if path else ""
-    if isinstance(leaf, nnx.Variable):
-      axes = leaf.get_metadata().get("logical_axes") or ()
-      rank = len(leaf.shape) - (1 if axes[:1] == ("layers",) else 0)
-      return leaf.replace(name not in _ADDITIVE and rank >= 2)
-    return name not in _ADDITIVE and leaf.ndim >= 2
+    decay = name not in _ADDITIVE and rank >= 2
+    return leaf.replace(decay) if is_var else decay
   return jax.tree_util.tree_map_with_path(
       decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
