@@ -9,6 +9,7 @@ the original handler, which the command line does when a command crashes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import sys
 import threading
@@ -74,3 +75,36 @@ class _MainThreadStderr:
 
   def __getattr__(self, name):
     return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+  """Within it, records of absl's logger (Orbax and TFDS log through it) are held,
+  and shown if it raises: the Python API (`jaxgen.sample.generate` in a notebook)
+  is as quiet as the command line. Under the command line (flags parsed), which
+  holds or shows them itself by --verbosity, it changes nothing.
+  """
+  from absl import flags
+  if flags.FLAGS.is_parsed():
+    yield
+    return
+  logger = logging.getLogger("absl")
+  held = HeldLogs(_ToRoot())
+  propagate = logger.propagate
+  logger.addHandler(held)
+  logger.propagate = False
+  try:
+    yield
+  except BaseException:
+    held.show()
+    raise
+  finally:
+    logger.removeHandler(held)
+    logger.propagate = propagate
+
+
+class _ToRoot(logging.Handler):
+  """Hands a record to the root logger's handlers, where it would have gone."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    logging.getLogger().handle(record)

@@ -36,12 +36,26 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "sample: beam search with this many
                              "(0 = sample); --num_samples best beams are printed.")
 _LENGTH_PENALTY = flags.DEFINE_float("length_penalty", 1.0, "sample: beam length "
                                      "normalisation exponent alpha (0 = raw log-probability).")
+_REPETITION_PENALTY = flags.DEFINE_float(
+    "repetition_penalty", 1.0, "sample: divide the logits of tokens already in the text by "
+    "this (multiply where negative; Hugging Face's formula); 1 = off.")
+_WINDOW_STRIDE = flags.DEFINE_integer(
+    "window_stride", 1, "sample: past the model's context, re-read the last context-N+1 "
+    "tokens every N new tokens; 1 predicts every token from the whole context (exact, "
+    "nanoGPT's crop), larger is faster.")
+_STOP = flags.DEFINE_multi_string("stop", [], "sample: end each text before the first "
+                                  "occurrence of this string (repeat the flag for several).")
+_TRUNCATE_SOURCE = flags.DEFINE_bool("truncate_source", False, "sample: cut sources longer "
+                                     "than the model reads (as training does) instead of "
+                                     "refusing them; a line says how many were cut.")
 # Conditional models (encoder-decoders): generate from sources instead of prompts.
 _SOURCE = flags.DEFINE_string("source", None, "sample: the source text to generate from.")
 _SOURCE_FILE = flags.DEFINE_string("source_file", None, "sample: a file of sources, one per "
                                    "line, generated in batches.")
-_OUTPUT_FILE = flags.DEFINE_string("output_file", None, "sample: write one output per source "
-                                   "line here (plain text, input order) instead of printing.")
+_OUTPUT_FILE = flags.DEFINE_string("output_file", None, "sample: write the outputs here, one "
+                                   "per line (prompts or sources in input order, each one's "
+                                   "samples in turn; line breaks inside become spaces) "
+                                   "instead of printing them.")
 _STEP = flags.DEFINE_integer("step", None, "sample: restore the checkpoint of this step.")
 _BEST = flags.DEFINE_bool("best", False, "sample: restore the checkpoint with the lowest "
                           "validation loss.")
@@ -170,19 +184,26 @@ def _sample() -> None:
   if _SOURCE.value is not None or _SOURCE_FILE.value is not None:
     _sample_sources(generate, read_prompt_file)
     return
-  if _OUTPUT_FILE.value is not None:
-    raise UserError("--output_file writes the outputs of --source or --source_file; "
-                    "give one of them")
+  if _TRUNCATE_SOURCE.value:
+    raise UserError("--truncate_source cuts the sources of an encoder-decoder; give --source "
+                    "or --source_file, or drop it")
   if _PROMPT_FILE.value is not None and _PROMPT.present:
     raise UserError("--prompt and --prompt_file both given; use one")
   if _STEP.value is not None and _BEST.value:
     raise UserError("--step and --best both given; use one")
+  _output_file()
   prompts = read_prompt_file(_PROMPT_FILE.value) if _PROMPT_FILE.value is not None else [
       _PROMPT.value]
   texts = generate(_WORKDIR.value, prompts, max_new_tokens=_MAX_NEW.value,
                    temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
                    num_samples=_NUM_SAMPLES.value, seed=_SEED.value, beam_size=_BEAM.value,
-                   length_penalty=_LENGTH_PENALTY.value, step=_STEP.value, best=_BEST.value)
+                   length_penalty=_LENGTH_PENALTY.value,
+                   repetition_penalty=_REPETITION_PENALTY.value,
+                   window_stride=_WINDOW_STRIDE.value, stop=_STOP.value,
+                   step=_STEP.value, best=_BEST.value)
+  if _OUTPUT_FILE.value is not None:
+    _write_lines(texts)
+    return
   for p, samples in enumerate(texts):
     for i, text in enumerate(samples):
       where = f"prompt {p + 1}/{len(texts)}, " if len(texts) > 1 else ""
@@ -214,6 +235,7 @@ def _sample_sources(generate, read_lines) -> None:
                     "its source; use --source or --source_file alone")
   if _STEP.value is not None and _BEST.value:
     raise UserError("--step and --best both given; use one")
+  _output_file()
   sources = (read_lines(_SOURCE_FILE.value, "--source_file") if _SOURCE_FILE.value is not None
              else [_SOURCE.value])
   # Outputs from a source are greedy unless --temperature is given: a translation
@@ -222,19 +244,37 @@ def _sample_sources(generate, read_lines) -> None:
   texts = generate(_WORKDIR.value, source=sources, max_new_tokens=_MAX_NEW.value,
                    temperature=temperature, top_k=_TOP_K.value, top_p=_TOP_P.value,
                    num_samples=_NUM_SAMPLES.value, seed=_SEED.value, beam_size=_BEAM.value,
-                   length_penalty=_LENGTH_PENALTY.value, step=_STEP.value, best=_BEST.value)
-  # One line per output: a line break inside one would shift every later line.
-  lines = [t.replace("\r", " ").replace("\n", " ") for samples in texts for t in samples]
+                   length_penalty=_LENGTH_PENALTY.value,
+                   repetition_penalty=_REPETITION_PENALTY.value, stop=_STOP.value,
+                   step=_STEP.value, best=_BEST.value, truncate_source=_TRUNCATE_SOURCE.value)
   if _OUTPUT_FILE.value is None:
-    print("\n".join(lines), flush=True)
+    print("\n".join(_one_per_line(texts)), flush=True)
     return
+  _write_lines(texts)
+
+
+def _one_per_line(texts: list[list[str]]) -> list[str]:
+  # One line per output: a line break inside one would shift every later line.
+  return [t.replace("\r", " ").replace("\n", " ") for samples in texts for t in samples]
+
+
+def _write_lines(texts: list[list[str]]) -> None:
+  """--output_file: every output on its own line, the file whole or not at all."""
+  out = _output_file()
+  tmp = out.with_name(f".{out.name}.tmp")
+  tmp.write_text("".join(line + "\n" for line in _one_per_line(texts)), encoding="utf-8")
+  os.replace(tmp, out)  # whole or not at all
+
+
+def _output_file() -> pathlib.Path | None:
+  """--output_file's path, checked before any work is done; None if not given."""
+  if _OUTPUT_FILE.value is None:
+    return None
   out = pathlib.Path(_OUTPUT_FILE.value).expanduser()
   if out.is_dir() or not out.parent.is_dir():
     raise UserError(f"--output_file={_OUTPUT_FILE.value} cannot be written: "
                     + ("it is a directory" if out.is_dir() else f"{out.parent} does not exist"))
-  tmp = out.with_name(f".{out.name}.tmp")
-  tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-  os.replace(tmp, out)  # whole or not at all
+  return out
 
 
 def _check_plan_flags() -> None:

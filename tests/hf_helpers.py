@@ -54,7 +54,7 @@ def jaxgen_logits(wd, tokens_BT: np.ndarray, cut: bool = True) -> np.ndarray:
   return logits[..., :tokenizer.vocab_size] if cut else logits
 
 
-def jaxgen_greedy(wd, prompt_ids: np.ndarray, n: int) -> np.ndarray:
+def jaxgen_greedy(wd, prompt_ids: np.ndarray, n: int, **sampling) -> np.ndarray:
   from jaxgen.models.factory import context_limit
   from jaxgen.sample import decode
   from jaxgen.sample.restore import restore
@@ -62,7 +62,8 @@ def jaxgen_greedy(wd, prompt_ids: np.ndarray, n: int) -> np.ndarray:
   max_len = context_limit(model_config(cfg.model, tok.vocab_size, cfg.data.seq_len))
   never = tuple(sorted({tok.pad_id, tok.bos_id} - {tok.eos_id}))
   return decode.generate(graphdef, params, [prompt_ids], n, temperature=0.0,
-                         vocab_size=tok.vocab_size, max_len=max_len, exclude_ids=never)[0]
+                         vocab_size=tok.vocab_size, max_len=max_len, exclude_ids=never,
+                         **sampling)[0]
 
 
 def until_eos(tokens, eos: int) -> list[int]:

@@ -51,14 +51,23 @@ def test_export_matches_transformers(tmp_path, case):
   print(f"{case}: max abs logit difference {diff:.2e} (logits up to {np.abs(theirs).max():.1f})")
   assert diff <= 1e-4
 
-  prompt = tokenizer.encode("the quick")
-  mine = until_eos(jaxgen_greedy(wd, prompt, 32), tokenizer.eos_id)
-  with torch.no_grad():
-    generated = model.generate(torch.tensor(prompt[None]), max_new_tokens=32,
-                               attention_mask=torch.ones((1, len(prompt)), dtype=torch.long))
-  theirs_tokens = until_eos(generated[0, len(prompt):].numpy(), tokenizer.eos_id)
-  assert mine == theirs_tokens
-  assert len(mine) > 0
+  # Greedy to the end of the context (64), from a short prompt and a long one,
+  # and with Hugging Face's repetition penalty: transformers picks what jaxgen picks.
+  outputs = {}
+  for text, penalty in (("the quick", 1.0), (TEXT[:48], 1.0), ("the quick", 1.3)):
+    prompt = tokenizer.encode(text)
+    n = 64 - len(prompt)
+    mine = until_eos(jaxgen_greedy(wd, prompt, n, repetition_penalty=penalty),
+                     tokenizer.eos_id)
+    with torch.no_grad():
+      generated = model.generate(torch.tensor(prompt[None]), max_new_tokens=n,
+                                 repetition_penalty=penalty,
+                                 attention_mask=torch.ones((1, len(prompt)), dtype=torch.long))
+    theirs = until_eos(generated[0, len(prompt):].numpy(), tokenizer.eos_id)
+    assert mine == theirs, (text, penalty)
+    outputs[text, penalty] = mine
+  assert max(map(len, outputs.values())) > 32  # past where half-context windows restarted
+  assert outputs["the quick", 1.3] != outputs["the quick", 1.0]  # the penalty acts
 
 
 def test_export_shards_past_the_limit(tmp_path):

@@ -12,36 +12,109 @@ from jaxgen.models.transformer import TransformerConfig, TransformerLM
 from jaxgen.sample.decode import generate, sample_logits
 
 
-def greedy_by_recompute(model, prompt, num_tokens, window=None, per_segment=None):
-  """Greedy decoding by full forward passes, segment by segment like `generate`.
+def greedy_by_recompute(model, prompt, num_tokens, window=None):
+  """Greedy decoding by full forward passes, nanoGPT's way: each token is the argmax
+  after the last `window` tokens of the text (all of it without a window).
 
   Each context is right-padded to one length so the forward pass compiles
   once; causality makes the padding invisible to the last real position.
   """
   graphdef, params = nnx.split(model)
-  width = len(prompt) + num_tokens if window is None else window + per_segment
+  width = window or len(prompt) + num_tokens
   forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
   seq = list(prompt)
-  while len(seq) - len(prompt) < num_tokens:
-    context = seq[-window:] if window else list(seq)
-    for _ in range(per_segment or num_tokens):
-      padded = jnp.asarray([context + [0] * (width - len(context))])
-      logits = forward(params, padded)[0, len(context) - 1, :65]
-      context.append(int(jnp.argmax(logits)))
-      seq.append(context[-1])
-  return seq[len(prompt):len(prompt) + num_tokens]
+  for _ in range(num_tokens):
+    context = seq[-window:] if window else seq
+    padded = jnp.asarray([context + [0] * (width - len(context))])
+    seq.append(int(jnp.argmax(forward(params, padded)[0, len(context) - 1, :65])))
+  return seq[len(prompt):]
 
 
-def test_transformer_greedy_matches_recompute_across_windows():
-  cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
-                          position="rope")
-  model = TransformerLM(cfg, rngs=nnx.Rngs(0))
+def _spread(model, scale=20.0):
+  """The model with its attention weights scaled up: a random init's greedy text then
+  depends on its context instead of repeating a token or two."""
   graphdef, params = nnx.split(model)
-  prompt = [3, 9, 4]
-  got = generate(graphdef, params, np.array([prompt]), 30, temperature=0.0, vocab_size=65,
-                 max_len=16)
-  assert got.shape == (1, 30)
-  assert list(got[0]) == greedy_by_recompute(model, prompt, 30, window=8, per_segment=8)
+  def scaled(path, x):
+    name = jax.tree_util.keystr(path)
+    return x * scale if "attn" in name and "norm" not in name else x
+  return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(scaled, params))
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_greedy_reads_the_whole_context_then_crops_as_nanogpt(position):
+  cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
+                          position=position, tie_embeddings=False)
+  model = _spread(TransformerLM(cfg, rngs=nnx.Rngs(0)))
+  graphdef, params = nnx.split(model)
+  rng = np.random.default_rng(5)
+  # Short, mid-length and whole-context prompts, 30 tokens each: every one
+  # runs past the context of 16, batched together.
+  prompts = [list(rng.integers(0, 65, n)) for n in (3, 10, 16)]
+  got = generate(graphdef, params, prompts, 30, temperature=0.0, vocab_size=65, max_len=16)
+  for prompt, row in zip(prompts, got):
+    want = greedy_by_recompute(model, prompt, 30, window=16)
+    assert list(row) == want
+    assert len(set(want)) >= 4, want  # a text that depends on its context
+  # The test tells rules apart: re-reading half the context every 8 tokens
+  # (this module's rule until it was fixed) gives other text.
+  assert list(got[0]) != _half_window_greedy(model, prompts[0], 30, 16)
+
+
+def test_window_stride_rereads_the_context_every_k_tokens():
+  cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
+                          position="rope", tie_embeddings=False)
+  model = _spread(TransformerLM(cfg, rngs=nnx.Rngs(1)))
+  graphdef, params = nnx.split(model)
+  prompts = [[3, 9, 4], list(range(1, 12))]
+  got = generate(graphdef, params, prompts, 30, temperature=0.0, vocab_size=65, max_len=16,
+                 window_stride=4)
+  for prompt, row in zip(prompts, got):
+    # The whole context while the text fits, then the last 13 tokens re-read
+    # every 4: each token reads 13 to 16 tokens.
+    text = list(prompt) + greedy_by_recompute(model, prompt, 17 - len(prompt))
+    while len(text) < len(prompt) + 30:
+      n = min(4, len(prompt) + 30 - len(text))
+      text += greedy_by_recompute(model, text[-13:], n)
+    assert list(row) == text[len(prompt):]
+  exact = generate(graphdef, params, prompts, 30, temperature=0.0, vocab_size=65, max_len=16)
+  assert not np.array_equal(got, exact)  # the rules differ on this model
+  with pytest.raises(ValueError, match="window_stride=17"):
+    generate(graphdef, params, prompts, 30, max_len=16, window_stride=17)
+
+
+def _half_window_greedy(model, prompt, num_tokens, context):
+  """The old rule: the prompt's last context // 2 tokens, then segments of
+  context // 2 new tokens, each restarting from the last half context."""
+  seq, window = list(prompt[-(context // 2):]), context // 2
+  out = []
+  while len(out) < num_tokens:
+    n = min(context - window, num_tokens - len(out))
+    new = greedy_by_recompute(model, seq[-window:], n)
+    out += new
+    seq += new
+  return out
+
+
+def test_streams_of_different_prompts_are_independent():
+  # Uniform logits: each token is a uniform draw from 48 ids, so two prompts'
+  # samples agree at a position with probability 1/48 when their streams are
+  # independent, and always when they share one.
+  vocab, n_prompts, n_tokens = 48, 24, 64
+  graphdef, params = nnx.split(RiggedLM(np.zeros(vocab)))
+  prompts = [[p, p + 1] for p in range(n_prompts)]
+  got = generate(graphdef, params, prompts, n_tokens, temperature=1.0,
+                 row_ids=[0] * n_prompts)  # sample 0 of every prompt
+  same = (got[:, None, :] == got[None, :, :]).mean(axis=-1)
+  pairs = same[np.triu_indices(n_prompts, 1)]
+  # 276 pairs x 64 positions: the mean's standard deviation is about 0.0017.
+  assert abs(pairs.mean() - 1 / vocab) < 0.01, pairs.mean()
+  counts = np.bincount(got.ravel(), minlength=vocab)
+  expected = got.size / vocab
+  # 47 degrees of freedom: exceeded by uniform draws with probability ~1e-4.
+  assert ((counts - expected) ** 2 / expected).sum() < 90
+  # The same prompt and sample index draw the same stream, alone or in a batch.
+  again = generate(graphdef, params, [prompts[3]], n_tokens, temperature=1.0, row_ids=[0])
+  np.testing.assert_array_equal(again[0], got[3])
 
 
 def test_lstm_greedy_matches_recompute():
@@ -54,7 +127,7 @@ def test_lstm_greedy_matches_recompute():
 
 def test_long_prompt_prefilled_in_chunks_matches_recompute():
   # 21 prompt tokens take two prefill chunks; a context of 40 is no whole
-  # number of chunks, and without max_len nothing is cropped.
+  # number of chunks.
   cfg = TransformerConfig(vocab_size=128, max_len=40, num_layers=2, num_heads=2, embed_dim=32)
   model = TransformerLM(cfg, rngs=nnx.Rngs(2))
   graphdef, params = nnx.split(model)
@@ -82,7 +155,7 @@ def test_prompts_of_any_lengths_batched_equal_one_at_a_time_with_one_program(kin
     cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
                             position="rope")
     graphdef, params = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)))
-    max_len = 16  # windows of 8: the 12-token prompt is cropped, 20 tokens take 3 segments
+    max_len = 16  # 20 tokens after a 12-token prompt: 5 from the cache, then 15 cropped
   else:
     cfg = LSTMConfig(vocab_size=128, embed_dim=16, hidden_size=16, num_layers=2)
     graphdef, params = nnx.split(LSTMLM(cfg, rngs=nnx.Rngs(0)))

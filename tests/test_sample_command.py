@@ -281,6 +281,18 @@ def test_installed_console_script_samples(workdir, tmp_path):
   assert "Traceback" not in out.stderr, out.stderr
 
 
+def test_python_api_prints_nothing_but_what_it_returns(workdir):
+  # Orbax logs warnings on every read-only open; the Python API holds them back
+  # as the command line does.
+  code = (f"import jaxgen.sample; print(jaxgen.sample.generate({str(workdir)!r}, 'To be', "
+          "max_new_tokens=5, temperature=0))")
+  out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stderr == "", out.stderr
+  assert out.stdout == f"{generate(workdir, 'To be', max_new_tokens=5, temperature=0)}\n"
+
+
 def test_workdir_without_checkpoint(tmp_path):
   with pytest.raises(UserError, match="holds no checkpoints") as err:
     generate(tmp_path)
@@ -311,6 +323,19 @@ def test_command_with_prompt_file(workdir, tmp_path):
   alone = [t for p in prompts for t in generate(workdir, p, max_new_tokens=10, temperature=0.8,
                                                  num_samples=2, best=True)]
   assert [t[:-1] for t in texts] == alone  # print ends each text with a newline
+  # --output_file: one output per prompt per line, nothing else; --stop ends each
+  # text before its continuation's first stop string.
+  result = tmp_path / "out.txt"
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
+       f"--prompt_file={path}", "--max_new_tokens=30", "--temperature=0", "--stop=e",
+       "--stop=,", f"--output_file={result}"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stderr
+  whole = [t[0] for t in generate(workdir, prompts, max_new_tokens=30, temperature=0)]
+  cut = [p + re.split("e|,", t[len(p):])[0] for p, t in zip(prompts, whole)]
+  assert result.read_text(encoding="utf-8") == "".join(c.replace("\n", " ") + "\n" for c in cut)
+  assert cut != whole  # the stop strings cut something
   bad = subprocess.run(
       [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
        f"--prompt_file={tmp_path / 'missing.txt'}"],

@@ -136,6 +136,19 @@ def test_sample_command_prints_and_writes_outputs(trained, tmp_path):
   assert result.read_text().splitlines() == expected
   bad = run_jaxgen("sample", f"--workdir={workdir}", "--source=xyz!", "--temperature=0")
   assert_one_error(bad, "the source")
+  # A source longer than the model reads (7 tokens + eos) is refused, or cut
+  # with --truncate_source, as training cuts it, and counted in one line.
+  long_sources = ["abc", "abcdefabcdef"]
+  with pytest.raises(UserError, match="source 2 is 12 tokens.*--truncate_source") as err:
+    jaxgen.sample.generate(str(workdir), source=long_sources, temperature=0)
+  one_line(err)
+  sources.write_text("".join(s + "\n" for s in long_sources))
+  out = run_jaxgen("sample", f"--workdir={workdir}", f"--source_file={sources}",
+                   "--truncate_source")
+  assert out.returncode == 0, out.stderr
+  assert out.stderr.splitlines() == ["jaxgen: cut 1 of 2 sources to the 7 tokens the model reads"]
+  assert out.stdout.splitlines() == [o[0] for o in jaxgen.sample.generate(
+      str(workdir), source=long_sources, temperature=0, truncate_source=True)]
   bad = run_jaxgen("sample", f"--workdir={workdir}", "--prompt=abc")
   assert_one_error(bad, "--source")
 

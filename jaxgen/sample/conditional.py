@@ -10,6 +10,7 @@ every step and beam.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,23 +27,31 @@ def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *
                           source_len: int, max_new_tokens: int, temperature: float = 0.0,
                           top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
                           seed: int = 0, beam_size: int = 0, length_penalty: float = 1.0,
-                          truncate: bool = False) -> list[list[str]]:
+                          repetition_penalty: float = 1.0, truncate: bool = False,
+                          report_cut: bool = False) -> list[list[str]]:
   """Per source, `num_samples` output texts (beam search: the best beams, best first).
 
   A source longer than the model reads is an error, or with `truncate` cut as
-  training cuts it (evaluation: its reference still counts in full).
+  training cuts it (evaluation: its reference still counts in full);
+  `report_cut` then says on stderr how many were cut.
   """
-  ids = []
+  ids, cut = [], 0
   for i, text in enumerate(sources):
     where = "the source" if len(sources) == 1 else f"source {i + 1}"
     try:
       row = np.asarray(tokenizer.encode(text), np.int32)
     except UserError as e:
       raise UserError(f"{where}: {e}") from None
-    if len(row) + 1 > source_len and not truncate:
-      raise UserError(f"{where} is {len(row)} tokens, but the model reads sources of at most "
-                      f"{source_len - 1} (plus eos); shorten it")
+    if len(row) + 1 > source_len:
+      if not truncate:
+        raise UserError(f"{where} is {len(row)} tokens, but the model reads sources of at "
+                        f"most {source_len - 1} (plus eos); shorten it, or cut long ones "
+                        "with --truncate_source")
+      cut += 1
     ids.append(encode_source(tokenizer, text, source_len))
+  if cut and report_cut:
+    print(f"jaxgen: cut {cut} of {len(sources)} source{'s' * (len(sources) != 1)} to the "
+          f"{source_len - 1} tokens the model reads", file=sys.stderr, flush=True)
   never = (tokenizer.pad_id, tokenizer.bos_id)
   bos = np.asarray([tokenizer.bos_id], np.int32)
   outputs: list[list[np.ndarray]] = [[None] * num_samples for _ in ids]
@@ -68,6 +77,7 @@ def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *
       filled = part + [part[-1]] * (batch - len(part))
       out = decode.generate(graphdef, params, [bos] * len(filled), max_new_tokens, seed=seed,
                             temperature=temperature, top_k=top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty,
                             vocab_size=tokenizer.vocab_size, exclude_ids=never,
                             row_ids=[s for _, s in filled],
                             sources=[ids[i] for i, _ in filled], source_width=source_len)

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import SingleDeviceSharding
 
+from jaxgen import logs
 from jaxgen.data.tokenizer import prompt_start, tokenizer_from_spec
 from jaxgen.errors import UserError
 from jaxgen.models.factory import context_limit, model_config
@@ -32,21 +33,28 @@ _BATCH_ROWS = 64
 def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: int = 200,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              num_samples: int = 1, seed: int = 0, beam_size: int = 0,
-             length_penalty: float = 1.0, step: int | None = None,
-             best: bool = False,
-             source: str | Sequence[str] | None = None) -> list[str] | list[list[str]]:
+             length_penalty: float = 1.0, repetition_penalty: float = 1.0,
+             window_stride: int = 1, stop: Sequence[str] = (), step: int | None = None, best: bool = False,
+             source: str | Sequence[str] | None = None,
+             truncate_source: bool = False) -> list[str] | list[list[str]]:
   """Continuations of `prompt` from a checkpoint of `workdir`.
 
   One prompt (a str) gives a list of `num_samples` texts; a sequence of
   prompts gives one such list per prompt. The checkpoint is the newest, or
   `step`, or with `best` the one with the lowest validation loss. With
   `beam_size` > 0, beam search replaces sampling and the `num_samples` best
-  beams are returned, best first.
+  beams are returned, best first. `repetition_penalty` > 1 discourages tokens
+  already in the text (Hugging Face's formula; sampling only). Past the
+  model's context each token is predicted from the last `context` tokens; a
+  `window_stride` k > 1 re-reads them only every k tokens (faster; each token
+  then reads at least context - k + 1). Each text ends before the first of the
+  `stop` strings its continuation contains.
 
   A conditional (encoder-decoder) model generates from `source` instead (a
   str, or a sequence of them: one output list per source), with no prompt;
   its outputs end at eos or after `max_new_tokens`, at most the decoder's
-  context less one (bos).
+  context less one (bos). A source longer than the model reads is an error,
+  or with `truncate_source` cut as training cuts it.
   """
   if source is not None:
     single = isinstance(source, str)
@@ -54,11 +62,13 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
     if prompt:
       raise UserError("give a source or a prompt, not both: an encoder-decoder generates "
                       "from its source, a language model continues a prompt")
-    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, sources)
+    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, sources,
+                   repetition_penalty, stop)
   else:
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
-    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts)
+    _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts,
+                   repetition_penalty, stop)
   graphdef, params, cfg, tokenizer = restore(workdir, step=step, best=best)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len,
                            cfg.data.get("source_len", 0))
@@ -74,9 +84,15 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
         graphdef, params, tokenizer, sources, source_len=model_cfg.max_source_len,
         max_new_tokens=min(max_new_tokens, model_cfg.max_len - 1), temperature=temperature,
         top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, beam_size=beam_size,
-        length_penalty=length_penalty)
+        length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+        truncate=truncate_source, report_cut=True)
+    texts = [[cut_at_stop(t, stop) for t in outs] for outs in texts]
     return texts[0] if single else texts
   model_cfg_max_len = context_limit(model_cfg)
+  if window_stride < 1 or (model_cfg_max_len and window_stride > model_cfg_max_len):
+    raise UserError(f"--window_stride={window_stride} must be at least 1 and at most the "
+                    f"model's context ({model_cfg_max_len}); 1 reads the whole context for "
+                    "every token")
   ids = [_prompt_ids(p, i, tokenizer, cfg.data.mode, model_cfg_max_len, beam_size,
                      max_new_tokens) for i, p in enumerate(prompts)]
   # No training target is ever pad or bos; an imported tokenizer may share eos's id
@@ -87,8 +103,9 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
                         tokenizer, model_cfg_max_len, never)
   else:
     tokens = _sampled_rows(graphdef, params, ids, max_new_tokens, num_samples, seed,
-                           temperature, top_k, top_p, tokenizer, model_cfg_max_len, never)
-  texts = [[prompts[i] + tokenizer.decode(_until_eos(t, tokenizer.eos_id))
+                           temperature, top_k, top_p, repetition_penalty, window_stride,
+                           tokenizer, model_cfg_max_len, never)
+  texts = [[prompts[i] + cut_at_stop(tokenizer.decode(_until_eos(t, tokenizer.eos_id)), stop)
             for t in tokens[i][:num_samples]] for i in range(len(prompts))]
   return texts[0] if single else texts
 
@@ -99,6 +116,11 @@ def restore(workdir: str, *, step: int | None = None, best: bool = False):
   wd = pathlib.Path(workdir).expanduser()
   if not (wd / "checkpoints").is_dir():
     raise UserError(f"{wd} holds no checkpoints; pass the --workdir of a `jaxgen train` run")
+  with logs.quiet_libraries():  # Orbax's routine warnings on every read-only open
+    return _restore(wd, step, best)
+
+
+def _restore(wd: pathlib.Path, step: int | None, best: bool):
   ckpt = Checkpointer(wd, read_only=True)
   try:
     steps = ckpt.all_steps()
@@ -145,13 +167,14 @@ def read_prompt_file(path: str, flag: str = "--prompt_file") -> list[str]:
 
 
 def _sampled_rows(graphdef, params, ids, max_new_tokens, num_samples, seed, temperature,
-                  top_k, top_p, tokenizer, max_len, never):
+                  top_k, top_p, repetition_penalty, window_stride, tokenizer, max_len, never):
   """Per prompt, its `num_samples` generated token rows.
 
   Rows of any prompt lengths share a batch of up to `_BATCH_ROWS`; sorted by
-  length, so a batch's prompts end in the same prefill chunks. Sample s of
-  every prompt draws from random stream s, so a prompt's texts do not depend
-  on the other prompts given with it.
+  length, so a batch's prompts end in the same prefill chunks. Sample s of a
+  prompt draws from the stream of (seed, the prompt's tokens, s), so a
+  prompt's texts do not depend on the other prompts given with it, and
+  different prompts draw independent numbers.
   """
   rows = [(i, s) for i in sorted(range(len(ids)), key=lambda i: len(ids[i]))
           for s in range(num_samples)]
@@ -164,6 +187,7 @@ def _sampled_rows(graphdef, params, ids, max_new_tokens, num_samples, seed, temp
     filled = part + [part[-1]] * (batch - len(part))
     out = decode.generate(graphdef, params, [ids[i] for i, _ in filled], max_new_tokens,
                           seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                          repetition_penalty=repetition_penalty, window_stride=window_stride,
                           vocab_size=tokenizer.vocab_size, max_len=max_len, exclude_ids=never,
                           row_ids=[s for _, s in filled])
     for (i, s), row in zip(part, out):
@@ -205,8 +229,8 @@ def _prompt_ids(prompt, index, tokenizer, data_mode, max_len, beam_size, max_new
     raise UserError(f"{where}: {e}") from None
   ids = np.concatenate([np.asarray(prompt_start(tokenizer, data_mode, bool(prompt)), np.int32),
                         ids])
-  if max_len is not None and len(ids) >= max_len:
-    raise UserError(f"{where} is {len(ids)} tokens but the model's context is {max_len}; "
+  if max_len is not None and len(ids) > max_len:
+    raise UserError(f"{where} is {len(ids)} tokens but the model's context holds {max_len}; "
                     "shorten it")
   if beam_size and max_len is not None and len(ids) + max_new_tokens > max_len:
     raise UserError(f"beam search keeps the whole text in context: {where} ({len(ids)} "
@@ -221,7 +245,21 @@ def _until_eos(tokens, eos_id: int) -> np.ndarray:
   return tokens[:ends[0]] if ends.size else tokens
 
 
-def _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts):
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+  """`text` up to (not including) the earliest occurrence of any of the `stop` strings."""
+  ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+  return text[:min(ends)] if ends else text
+
+
+def _check_options(temperature, top_k, top_p, max_new_tokens, num_samples, beam_size, prompts,
+                   repetition_penalty=1.0, stop=()):
+  if repetition_penalty <= 0:
+    raise UserError(f"--repetition_penalty={repetition_penalty} must be positive; 1 turns it "
+                    "off, above 1 discourages repeats")
+  if repetition_penalty != 1.0 and beam_size:
+    raise UserError("--repetition_penalty applies to sampling, not to beam search; drop one")
+  if isinstance(stop, str) or any(not isinstance(s, str) or not s for s in stop):
+    raise UserError("stop strings must be a list of non-empty strings (--stop=TEXT, repeatable)")
   if temperature < 0:
     raise UserError(f"--temperature={temperature} is negative; use 0 (greedy) or more")
   if not 0 < top_p <= 1:
