@@ -90,8 +90,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.steps = 20  # batches per evaluation
   c.eval.batch_size = 0  # 0: same as train.batch_size
   # After the last step, also the loss over the whole validation split in one
-  # pass (`val_loss_full_split`): exact where eval.steps samples.
+  # pass (`val_loss_full_split`): exact where eval.steps samples. It runs once the
+  # final checkpoint is complete on disk; a Ctrl-C or SIGTERM during it skips it.
   c.eval.full_split_at_end = True
+  # Caps that pass at about this many target tokens: its first
+  # max(1, N // (eval batch size * data.seq_len)) batches (`val_full_split_tokens`
+  # says how many it read). 0: the whole split, however long it takes.
+  c.eval.full_split_max_tokens = 1_000_000
   # Conditional models: greedy-decode the first N validation pairs at every evaluation
   # for val_exact_match, val_bleu and val_chrf (sacrebleu); 0 skips it.
   c.eval.decode_examples = 200

@@ -130,6 +130,7 @@ _EVAL = {
     "steps": _int(0),
     "batch_size": _int(0),
     "full_split_at_end": _BOOL,
+    "full_split_max_tokens": _int(0, what="a token budget for the whole-split loss; 0: no cap"),
     "decode_examples": _int(0),
 }
 _CHECKPOINT = {

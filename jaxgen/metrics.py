@@ -23,6 +23,12 @@ from jaxgen import chips
 
 # Monotonic clock; a module attribute so tests can substitute a fake one.
 _now = time.perf_counter
+# Wall clock (Unix seconds) of each metrics.jsonl row, "time".
+_wall = time.time
+# A long loop's (an evaluation's) console progress: a tqdm bar shown after this
+# many seconds, or without a bar a plain line every _PROGRESS_LINE_S seconds.
+_BAR_DELAY_S = 2.0
+_PROGRESS_LINE_S = 10.0
 
 class MetricsWriter:
   """Writes training/eval metrics to the console, metrics.jsonl and TensorBoard.
@@ -30,7 +36,9 @@ class MetricsWriter:
   Files under `workdir`: `metrics.jsonl` (one JSON object per train/eval call,
   appended so a resumed run continues it; a resumed run may repeat steps it had
   logged after its last checkpoint, and readers should keep the last line per
-  step), `tensorboard/` (event files) and `loss.png` (written by `close`).
+  step; each row's "time" is when it was written, in Unix seconds, absent from
+  rows of older jaxgens), `tensorboard/` (event files) and `loss.png` (written
+  by `close`).
 
   Throughput excludes the first `train` call (compilation) and the time spent
   between `eval`/`text` calls and the next `train` call (evaluation, sampling).
@@ -156,6 +164,22 @@ class MetricsWriter:
     self._print(f"[{tag} @ step {step}]\n{text}")
     self._pause()
 
+  def message(self, line: str) -> None:
+    """Prints `line` to stdout on a line of its own, above the progress bar if
+    there is one (a plain print would land on the bar's line)."""
+    if self._enabled:
+      self._print(line)
+
+  def progress(self, what: str, total: int | None = None, unit: str = "batch") -> Progress:
+    """Console progress of a long loop (an evaluation) of at most `total` items
+    (None: not known); `update()` after each item, `close()` at the end.
+
+    A tqdm bar below the training bar when the console shows one, else a plain
+    line every _PROGRESS_LINE_S seconds; nothing for a short loop, nothing in
+    metrics.jsonl or TensorBoard, nothing on other processes.
+    """
+    return Progress(self if self._enabled else None, what, total, unit)
+
   def close(self, summary: dict[str, Any] | None = None, *, finished: bool = True) -> None:
     """Prints a summary line (not for a run that failed: it did not finish),
     closes files and writes WORKDIR/loss.png."""
@@ -234,6 +258,7 @@ class MetricsWriter:
     # Strict JSON (null, not NaN) so that jq and other tools can read it.
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in record.items()}
+    clean = {"step": clean.pop("step"), "time": round(_wall(), 3), **clean}
     self._jsonl.write(json.dumps(clean, default=str) + "\n")
     self._jsonl.flush()
 
@@ -245,9 +270,52 @@ class MetricsWriter:
 
   def _print(self, line: str) -> None:
     if self._bar is not None:
-      self._bar.write(line, file=sys.stdout)
+      # The bars are cleared, the line printed (and flushed: stdout may be a
+      # pipe while the bars are on a terminal) and the bars drawn again below it.
+      with self._bar.external_write_mode(file=sys.stdout):
+        print(line, flush=True)
     else:
       print(line, flush=True)
+
+
+class Progress:
+  """What `MetricsWriter.progress` returns; a no-op without a writer."""
+
+  def __init__(self, writer: MetricsWriter | None, what: str, total: int | None, unit: str):
+    self._writer, self._what, self._total, self._unit = writer, what, total, unit
+    self._done = 0
+    self._t_start = _now()
+    self._next_line = self._t_start + _PROGRESS_LINE_S
+    self._bar = None
+    if writer is not None and writer._bar is not None:  # pylint: disable=protected-access
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      self._bar = tqdm(total=total, desc=what, unit=unit, leave=False, dynamic_ncols=True,
+                       file=sys.stderr, delay=_BAR_DELAY_S)
+
+  def update(self, n: int = 1) -> None:
+    self._done += n
+    if self._bar is not None:
+      self._bar.update(n)
+    elif self._writer is not None and (now := _now()) >= self._next_line:
+      self._next_line = now + _PROGRESS_LINE_S
+      done = f"{self._done}/{self._total}" if self._total else f"{self._done}"
+      units = self._unit + ("es" if self._unit.endswith(("ch", "s", "x")) else "s")
+      line = f"{self._what}: {done} {units} | {now - self._t_start:.0f} s"
+      if self._total and self._done < self._total:
+        eta = (now - self._t_start) * (self._total - self._done) / self._done
+        line += f" | eta {datetime.timedelta(seconds=round(eta))}"
+      self._writer._print(line)  # pylint: disable=protected-access
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+  def __enter__(self) -> Progress:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> None:

@@ -81,6 +81,7 @@ BAD = {
     "eval.steps": ["-1"],
     "eval.batch_size": ["-2"],
     "eval.full_split_at_end": [],
+    "eval.full_split_max_tokens": ["-1"],
     "eval.decode_examples": ["-1"],
     "checkpoint.every_steps": ["-1"],
     "checkpoint.keep": ["0", "-1"],

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import struct
+import time
 import types
 
 import numpy as np
@@ -84,7 +85,8 @@ def test_train_and_eval_lines(tmp_path, clock):
   assert "tokens_per_s" not in train[0]  # compilation step is excluded
   for r in train[1:]:
     assert r["tokens_per_s"] == pytest.approx(1000 / 0.5)
-  assert evals == [{"step": 4, "val_loss": 2.5}]
+  assert [{k: v for k, v in r.items() if k != "time"} for r in evals] == [
+      {"step": 4, "val_loss": 2.5}]
 
 
 def test_tokens_per_s_counts_skipped_steps(tmp_path, clock):
@@ -282,3 +284,43 @@ def test_resumed_best_val_loss_counts_evaluations_before_the_resume(tmp_path, cl
                                 progress=False)
   assert fresh.best_val_loss is None
   fresh.close()
+
+
+def test_rows_carry_wall_clock_time_and_rows_without_it_still_read(tmp_path, clock):
+  # A row of an older jaxgen, without "time"; the resumed run appends to it.
+  (tmp_path / "metrics.jsonl").write_text('{"step": 2, "train_loss": 2.9, "val_loss": 2.7}\n')
+  before = time.time()
+  _run(tmp_path, clock, steps=2, start_step=2)
+  after = time.time()
+  rows = _read_jsonl(tmp_path)
+  assert "time" not in rows[0] and len(rows) == 4
+  assert all(before - 0.01 <= r["time"] <= after + 0.01 for r in rows[1:]), rows
+  assert [r["step"] for r in metrics.read_records(tmp_path / "metrics.jsonl")] == [2, 3, 4, 4]
+  assert "time" not in _tb_scalars(tmp_path)  # a row's time, not a metric
+
+
+def test_progress_of_a_long_loop_in_plain_lines_not_in_the_files(tmp_path, clock, capsys):
+  w = metrics.MetricsWriter(tmp_path, total_steps=1, tokens_per_step=1, progress=False)
+  with w.progress("eval full split @ step 1", total=6) as progress:
+    for _ in range(6):
+      clock.t += 4.0  # a line every 10 s
+      progress.update()
+  w.close()
+  shown = [l for l in capsys.readouterr().out.splitlines() if l.startswith("eval full")]
+  assert shown == ["eval full split @ step 1: 3/6 batches | 12 s | eta 0:00:12",
+                   "eval full split @ step 1: 6/6 batches | 24 s"], shown
+  assert _read_jsonl(tmp_path) == [] and not _tb_scalars(tmp_path)
+
+
+def test_progress_bar_of_a_long_loop(tmp_path, clock, capsys, monkeypatch):
+  monkeypatch.setattr(metrics, "_BAR_DELAY_S", 0.0)
+  w = metrics.MetricsWriter(tmp_path, total_steps=1, tokens_per_step=1, progress=True)
+  with w.progress("eval full split @ step 1", total=6) as progress:
+    progress.update()
+  quiet = metrics.MetricsWriter(tmp_path / "other", total_steps=1, tokens_per_step=1,
+                                is_primary=False)
+  with quiet.progress("eval full split @ step 1", total=6) as progress:
+    progress.update()
+  w.close()
+  err = capsys.readouterr().err
+  assert err.count("eval full split @ step 1:") >= 1 and "/6 [" in err, err

@@ -24,8 +24,10 @@ from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
 from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, context_limit, model_config
 from jaxgen.sample.decode import generate
-from jaxgen.train import inflight, sharding
+from jaxgen.train import sharding
 from jaxgen.train.checkpoint import Checkpointer
+from jaxgen.train.evaluation import (close_iterator, decoded_metrics, evaluate,
+                                     full_split_batches, loss_sums)
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state, model_flops_per_token
@@ -160,7 +162,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
               _reposition, "pairs" if pairs.is_paired(cfg.data) else cfg.data.mode,
               train_iter))
     except BaseException:
-      _close(train_iter)
+      close_iterator(train_iter)
       ckpt.close()
       raise
     if primary:
@@ -185,6 +187,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   last = {}
   finished = False  # a run that raises prints no summary line
   pending = None  # (step, device metrics) of the step before the one in flight
+  ckpt_open = True
+  trained_to_end = False  # this run took the last step and saved it
+  stopped_training = False  # a signal stopped it before the last step
   with StopRequest(multi_process=jax.process_count() > 1) as stop:
     try:
       for step in range(int(state.step), t.steps):
@@ -207,67 +212,88 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           last.update(_report(writer, *pending))
           pending = None
         val_loss = None
-        if evaluate_now:
-          val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh)
+        if evaluate_now:  # the sampled loss first: the checkpoint ranks by it
+          with writer.progress(f"eval step {step + 1}", cfg.eval.steps) as progress:
+            val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh,
+                                progress=progress)
           last["val_loss"] = val_loss
-          record = {"val_loss": val_loss}
-          if s.decode_pairs:
-            record.update(_decoded_metrics(cfg, s, graphdef, state.params))
-            last.update(record)
-          writer.eval(step + 1, record)
-          last["best_val_loss"] = writer.best_val_loss
-          if last_step and s.full_eval_data is not None:
-            full = evaluate(eval_step, state.params, s.full_eval_data, None, batch_sh)
-            last["val_loss_full_split"] = full
-            writer.eval(step + 1, {"val_loss_full_split": full})
         if save:
           ckpt.save(step + 1, state, meta=s.meta, val_loss=val_loss,
                     data_state=json.dumps(train_iter.get_state()).encode())
+        if last_step and not stopping:
+          # Complete on disk before anything slow runs after the last step
+          # (decoding, the whole-split loss, the sample): a Ctrl-C there loses
+          # nothing. No save follows.
+          ckpt.close()
+          ckpt_open, trained_to_end = False, True
+        if evaluate_now:
+          record = {"val_loss": val_loss}
+          if s.decode_pairs:
+            record.update(decoded_metrics(s, graphdef, state.params))
+            last.update(record)
+          writer.eval(step + 1, record)
+          last["best_val_loss"] = writer.best_val_loss
         if stopping:
           break
       if pending is not None:
         last.update(_report(writer, *pending))
-      if stop:
-        if primary:
-          print(f"jaxgen: {stop.signal_name} received: saving step {int(state.step)}; a second "
-                "signal stops at once, without this save", flush=True)
+      if stop and not trained_to_end:
+        stopped_training = True
+        # Through the writer: a line of its own, not the end of the progress bar's.
+        writer.message(f"jaxgen: {stop.signal_name} received: saving step {int(state.step)}; "
+                       "a second signal stops at once, without this save")
         last["stopped_by"] = stop.signal_name
-      elif cfg.sample.num_tokens > 0:
-        text = _sample_text(cfg, s, graphdef, state.params)
-        writer.text(t.steps, "sample", text)
-        last["sample"] = text
+      else:
+        last.update(_end_of_run(cfg, s, writer, stop, eval_step, graphdef, state.params,
+                                batch_sh, ckpt.directory, full_split=trained_to_end))
       finished = True
     finally:
-      _close(train_iter)
-      ckpt.close()
+      close_iterator(train_iter)
+      if ckpt_open:
+        ckpt.close()
       writer.close(finished=finished)
   # Only now is the stop's checkpoint complete on disk. With several
   # processes each says so: their logs show they stopped at the same step.
-  if stop and (primary or jax.process_count() > 1):
+  if stopped_training and (primary or jax.process_count() > 1):
     who = f"process {jax.process_index()} " if jax.process_count() > 1 else ""
     print(f"jaxgen: {who}stopped at step {int(state.step)} with a checkpoint in "
           f"{ckpt.directory}; run the same command to resume", flush=True)
   return last
 
 
-def evaluate(eval_step, params, data, num_batches: int | None, batch_sh) -> float:
-  """Mean validation loss over the first `num_batches` batches of `data` (all of
-  them for None), the same batches at every evaluation."""
-  it = iter(data)
-  try:
-    sums = list(inflight.fetched(lambda b: eval_step(params, sharding.put_batch(b, batch_sh)),
-                                 itertools.islice(it, num_batches)))
-  finally:
-    _close(it)
-  total, count = np.sum(sums, axis=0)
-  return float(total / count)
-
-
-def _close(iterator) -> None:
-  # Stops Grain's prefetch threads now rather than at interpreter exit.
-  close = getattr(iterator, "close", None)
-  if close is not None:
-    close()
+def _end_of_run(cfg, s: Setup, writer, stop, eval_step, graphdef, params, batch_sh,
+                checkpoints: pathlib.Path, *, full_split: bool) -> dict:
+  """The whole-split loss (when `full_split`: this run trained to the end) and the
+  sample, after the final checkpoint is complete on disk; a Ctrl-C or SIGTERM
+  skips what is left in one line. Returns what they add to the final metrics."""
+  out = {}
+  # Stop checks continue the steps' count: with several processes the stop is
+  # agreed at one of them, as during training (StopRequest.should_stop).
+  checks = itertools.count(cfg.train.steps + 1)
+  skipped = None
+  if full_split and s.full_eval_data is not None:
+    max_batches = full_split_batches(cfg)
+    with writer.progress(f"eval full split @ step {cfg.train.steps}", max_batches) as progress:
+      sums = loss_sums(eval_step, params, s.full_eval_data, max_batches, batch_sh,
+                       progress=progress, should_stop=lambda: stop.should_stop(next(checks)))
+    if sums is None:
+      skipped = "evaluation" + (" and sample" if cfg.sample.num_tokens > 0 else "")
+    else:
+      out["val_loss_full_split"] = float(sums[0] / sums[1])
+      out["val_full_split_tokens"] = int(round(sums[1]))
+      writer.eval(cfg.train.steps, dict(out))
+  if skipped is None and cfg.sample.num_tokens > 0:
+    if stop.should_stop(next(checks)):
+      skipped = "sample"
+    else:
+      out["sample"] = _sample_text(cfg, s, graphdef, params)
+      writer.text(cfg.train.steps, "sample", out["sample"])
+  if skipped is not None:
+    writer.message(f"jaxgen: {stop.signal_name} received: end-of-run {skipped} skipped; the "
+                   f"checkpoint of step {cfg.train.steps} is complete in "
+                   f"{checkpoints / str(cfg.train.steps)}")
+    out["stopped_by"] = stop.signal_name
+  return out
 
 
 def _report(writer, step: int, device_metrics) -> dict:
@@ -279,17 +305,6 @@ def _report(writer, step: int, device_metrics) -> dict:
                     "train.warmup_steps or set train.grad_clip")
   writer.train(step, m)
   return {"step": step, "train_loss": m["train_loss"]}
-
-
-def _decoded_metrics(cfg, s: Setup, graphdef, params) -> dict:
-  """Exact match, BLEU and chrF of greedy outputs for the first eval.decode_examples
-  validation pairs."""
-  from jaxgen.sample import conditional
-  outputs = conditional.generate_from_sources(
-      graphdef, params, s.tokenizer, [src for src, _ in s.decode_pairs],
-      source_len=s.source_len, max_new_tokens=s.model_cfg.max_len - 1, truncate=True)
-  scores = conditional.text_metrics([o[0] for o in outputs], [t for _, t in s.decode_pairs])
-  return {f"val_{k}": v for k, v in scores.items()}
 
 
 def _sample_text(cfg, s: Setup, graphdef, params) -> str:
@@ -307,8 +322,8 @@ def _sample_text(cfg, s: Setup, graphdef, params) -> str:
   start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
   prompt = np.concatenate([np.asarray(start, np.int32), s.tokenizer.encode(sample_cfg.prompt)])
   max_len = context_limit(s.model_cfg)
-  if max_len is not None:
-    prompt = prompt[-max_len // 2:]
+  # The stream of (seed 0, this prompt, sample 0): `jaxgen sample --seed=0` with the
+  # same prompt and settings prints this text as its first sample.
   tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,
                     seed=0, temperature=sample_cfg.temperature, top_k=sample_cfg.top_k,
                     vocab_size=s.tokenizer.vocab_size, max_len=max_len,

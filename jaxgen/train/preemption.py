@@ -32,7 +32,8 @@ class StopRequest:
 
   def should_stop(self, step: int) -> bool:
     """Whether to save `step` and stop; called once per step with increasing
-    steps, by every process in the same order."""
+    steps, by every process in the same order. After the last step the train
+    loop goes on counting (t.steps + 1, ...) for its end-of-run stop checks."""
     if self._multi and self.signal_name is None:
       from jax.experimental import multihost_utils
       if multihost_utils.reached_preemption_sync_point(step):
