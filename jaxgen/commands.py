@@ -11,6 +11,7 @@ import ml_collections
 from jaxgen.data import sources
 from jaxgen.data.tokenizer import build_tokenizer, train_sentencepiece
 from jaxgen.errors import UserError
+from jaxgen.messages import count
 
 
 def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
@@ -21,13 +22,13 @@ def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
     for split in ("train", "eval"):
       items = pairs.pairs(cfg.data, split)
       sizes[split] = {"pairs": len(items)}
-      print(f"{cfg.data.source} {split}: {len(items):,} pairs", flush=True)
+      print(f"{cfg.data.source} {split}: {count(len(items), 'pair')}", flush=True)
     return sizes
   sizes = sources.prepare(cfg.data)
   for split, s in sizes.items():
     name = cfg.data.train_split if split == "train" else cfg.data.eval_split
-    print(f"{cfg.data.source} {split} ({name}): {s['documents']:,} documents, "
-          f"{s['characters']:,} characters", flush=True)
+    print(f"{cfg.data.source} {split} ({name}): {count(s['documents'], 'document')}, "
+          f"{count(s['characters'], 'character')}", flush=True)
   return sizes
 
 
@@ -39,7 +40,8 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
   if pairs.is_paired(d):
     train = pairs.pairs(d, "train")
     tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train, pairs.pairs(d, "eval")))
-    print(f"{d.source}: {len(train):,} training pairs, tokenizer {tokenizer!r}", flush=True)
+    print(f"{d.source}: {count(len(train), 'training pair')}, tokenizer {tokenizer!r}",
+          flush=True)
     dataset = pairs.make_pair_dataset(train, tokenizer, source_len=d.source_len or d.seq_len,
                                       target_len=d.seq_len, batch_size=cfg.train.batch_size,
                                       seed=cfg.train.seed, shuffle=d.shuffle, prefetch=0,
@@ -53,7 +55,7 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
           tgt = batch["targets"][b][(target_ids == n) & (batch["weights"][b] != 0)]
           row = f"row {b}.{n}: " if d.mode == "pack" else ""
           print(f"{row}{tokenizer.decode(src)!r} -> {tokenizer.decode(tgt)!r} ({len(src)} "
-                f"-> {len(tgt)} tokens, eos included)", flush=True)
+                f"-> {count(len(tgt), 'token')}, eos included)", flush=True)
     return
   train_docs = sources.documents(d, "train")
   tokenizer = build_tokenizer(
@@ -61,7 +63,7 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
   dataset = make_dataset(train_docs, tokenizer, seq_len=d.seq_len,
                          batch_size=cfg.train.batch_size, mode=d.mode, seed=cfg.train.seed,
                          shuffle=d.shuffle, prefetch=0)
-  print(f"{d.source}: {len(train_docs):,} training documents, tokenizer {tokenizer!r}, "
+  print(f"{d.source}: {count(len(train_docs), 'training document')}, tokenizer {tokenizer!r}, "
         f"mode {d.mode!r}", flush=True)
   for i, batch in enumerate(itertools.islice(iter(dataset), max(1, num_batches))):
     print(f"=== batch {i} ===\n{describe(batch, tokenizer)}", flush=True)

@@ -57,6 +57,11 @@ def base_config() -> ml_collections.ConfigDict:
   # them by a hash of their text, keeping pairs that share a source or target together;
   # 'tail' takes the file's last ones (a sorted file's tail is not a sample of it).
   c.data.pair_split = "hashed"
+  # Several text/jsonl documents (one is cut at 1 - val_fraction of its characters, as
+  # nanoGPT cuts it): 'hashed' holds out val_fraction of the characters, whole documents
+  # taken by a hash of their text and the one that passes the fraction cut there; 'tail'
+  # the last ceil(val_fraction * n) documents whatever their sizes (jaxgen before this key).
+  c.data.doc_split = "hashed"
   c.data.source_key = ""  # jsonl/tfds: the source field; '' reads documents (data.text_key)
   c.data.target_key = "target"  # jsonl/tfds: the target field
   c.data.synthetic_seed = 0

@@ -95,6 +95,7 @@ _DATA = {
     "seq_len": _int(1, 1 << 20),
     "source_len": _int(0, 1 << 20, also=((0, "data.seq_len"),)),
     "pair_split": _choice("hashed", "tail"),
+    "doc_split": _choice("hashed", "tail"),
     "source_key": Rule(str, what="jsonl source field; '' for documents"),
     "target_key": Rule(str, nonempty=True),
     "synthetic_seed": _int(0),

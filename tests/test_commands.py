@@ -37,8 +37,8 @@ def tfds_dirs(tmp_path_factory):
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
   assert lines[-2:] == [  # after TFDS's own progress lines
-      "tfds:tiny_shakespeare train (train): 1 documents, 1,003,854 characters",
-      "tfds:tiny_shakespeare eval (validation): 1 documents, 55,770 characters"]
+      "tfds:tiny_shakespeare train (train): 1 document, 1,003,854 characters",
+      "tfds:tiny_shakespeare eval (validation): 1 document, 55,770 characters"]
   return data_dir, flags
 
 

@@ -52,6 +52,7 @@ BAD = {
     "data.seq_len": ["0", "-5"],
     "data.source_len": ["-1"],
     "data.pair_split": ["random", ""],
+    "data.doc_split": ["random", ""],
     "data.source_key": [],
     "data.target_key": [""],
     "data.synthetic_seed": ["-1"],

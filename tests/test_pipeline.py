@@ -297,9 +297,10 @@ def test_describe_marks_segments_and_counts_padding():
   assert "padding: 7 of 16 tokens" in text
   lines = text.splitlines()
   assert lines[2] == "row 0 (2 segments, 1 pad): <bos>ab | <bos>cde"
-  assert lines[3] == "row 1 (1 segments, 6 pad): <bos>f"
+  assert lines[3] == "row 1 (1 segment, 6 pad): <bos>f"  # one: singular
   windows = _take(make_dataset(["ab\ncd"], tok, seq_len=4, batch_size=1, mode="windows",
                                seed=0), 1)[0]
+  assert describe(windows, tok).splitlines()[0].startswith("1 row x 4 tokens; ")
   assert describe(windows, tok).splitlines()[1].startswith("row 0: ")
   assert "\n" not in describe(windows, tok).splitlines()[1]
 
@@ -313,5 +314,9 @@ def test_bad_input_is_one_line_user_error():
     make_dataset(["abc"], tok, seq_len=8, batch_size=1, mode="windows", seed=0)
   with pytest.raises(UserError, match="too few for a batch"):
     make_dataset(["abc"], tok, seq_len=2, batch_size=4, mode="concat", seed=0, repeat=False)
-  with pytest.raises(UserError, match="fewer than the 2 hosts"):
+  with pytest.raises(UserError, match="the data has 1 document, fewer than the 2 hosts"):
     make_dataset(["abc"], tok, seq_len=2, batch_size=1, mode="pack", seed=0, shard_count=2)
+  with pytest.raises(UserError, match="has 1 token but one window"):  # counts: singular at 1
+    make_dataset([""], tok, seq_len=2, batch_size=1, mode="windows", seed=0)
+  with pytest.raises(UserError, match="1 chunk of seq_len"):
+    make_dataset(["abc"], tok, seq_len=2, batch_size=4, mode="concat", seed=0, repeat=False)

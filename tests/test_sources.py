@@ -174,12 +174,72 @@ def test_jsonl_documents(tmp_path):
   assert _split(_cfg(f"jsonl:{single}")) == (["abcdefghi"], ["j"])
 
 
+def _hashed(source, **keys):
+  return _cfg(source, doc_split="hashed", **keys)
+
+
+def test_hashed_split_holds_out_val_fraction_of_characters_whatever_the_sizes(tmp_path):
+  """The issue's notes: the last file held out whole was 95% of the text. Hashed, whole
+  documents go out in hash order and the one that passes val_fraction is cut there."""
+  (tmp_path / "notes1.txt").write_text("a" * 1_146)
+  (tmp_path / "notes2.txt").write_text("b" * 22_920)
+  source = f"text:{tmp_path}/notes*.txt"
+  train, val = _split(_hashed(source))
+  total = 24_066
+  assert sum(map(len, val)) == total - int(total * 0.9) == 2_407  # nanoGPT's count
+  assert sorted(train + val) == sorted(["a" * 1_146, "b" * 21_659, "b" * 1_261])
+  assert documents(_hashed(source), "eval").doc_split == "hashed"
+  # Independent of the files' names and order; identical documents stay together.
+  (tmp_path / "notes1.txt").rename(tmp_path / "notes3.txt")
+  assert sorted(_split(_hashed(source))[1]) == sorted(val)
+  lines = [f"line {i % 40}" for i in range(200)]  # each line five times
+  (tmp_path / "lines.txt").write_text("\n".join(lines))
+  train, val = _split(_hashed(f"text:{tmp_path}/lines.txt", text_lines=True))
+  assert not set(train) & set(val) and 0 < len(val) < 40
+  # One document, or no validation: as before, and data.doc_split does not matter.
+  text = (tmp_path / "notes2.txt").read_text()
+  assert _split(_hashed(f"text:{tmp_path}/notes2.txt")) == tuple(map(list, zip(
+      nanogpt_split(text))))
+  assert documents(_hashed(f"text:{tmp_path}/notes2.txt"), "train").doc_split is None
+  assert _split(_hashed(source, val_fraction=0.0)) == (["b" * 22_920, "a" * 1_146], [])
+  with pytest.raises(UserError, match="data.doc_split='bogus' is not a split"):
+    documents(_cfg(source, doc_split="bogus"), "train")
+
+
+def test_validation_over_twice_val_fraction_is_one_warning_line(tmp_path, capsys):
+  (tmp_path / "notes1.txt").write_text("a" * 1_146)
+  (tmp_path / "notes2.txt").write_text("b" * 22_920)
+  source = f"text:{tmp_path}/notes*.txt"
+  # Configs without data.doc_split (saved by an older jaxgen) keep the tail split.
+  assert _split(_cfg(source)) == (["a" * 1_146], ["b" * 22_920])
+  assert capsys.readouterr().err == (
+      f"jaxgen: warning: data.source {source!r} holds out 22,920 of its 24,066 characters "
+      "(95%) for validation, more than twice data.val_fraction=0.1: data.doc_split='tail' "
+      "holds out whole documents from the end (1 of 2) whatever their sizes; "
+      "data.doc_split='hashed' holds out val_fraction of the characters\n")
+  assert documents(_cfg(source), "train").doc_split == "tail"  # said once per process
+  _split(_hashed(source))
+  _split(_cfg(source, val_fraction=0.5))  # 95% is not more than twice 50%
+  assert capsys.readouterr().err == ""
+
+
 def test_prepare_counts_local_splits(tmp_path):
   for i, text in enumerate(["aa", "bbb", "cccc", "ddddd"]):
     (tmp_path / f"{i}.txt").write_text(text)
   sizes = prepare(_cfg(f"text:{tmp_path}/*.txt", val_fraction=0.5))
   assert sizes == {"train": {"documents": 2, "characters": 5},
                    "eval": {"documents": 2, "characters": 9}}
+
+
+def test_data_prepare_counts_one_as_one(tmp_path, capsys):
+  from jaxgen import commands
+  (tmp_path / "c.txt").write_text("abcdefghij")
+  source = f"text:{tmp_path}/c.txt"
+  commands.data_prepare(ml_collections.ConfigDict({"data": {
+      "source": source, "train_split": "train", "eval_split": "validation"}}))
+  assert capsys.readouterr().out.splitlines() == [
+      f"{source} train (train): 1 document, 9 characters",
+      f"{source} eval (validation): 1 document, 1 character"]
 
 
 def test_documents_sequence_protocol(tmp_path):
@@ -292,7 +352,7 @@ def test_splits_that_leave_nothing(tmp_path):
     documents(_cfg(f"text:{tmp_path}/*.txt", val_fraction=0.6), "train")  # ceil(1.2) = 2
   with pytest.raises(UserError, match="val_fraction is 1.0"):
     documents(_cfg(f"text:{tmp_path}/*.txt", val_fraction=1.0), "train")
-  with pytest.raises(UserError, match="one document of 1 characters") as err:
+  with pytest.raises(UserError, match="one document of 1 character,") as err:
     documents(_cfg(f"text:{tmp_path}/a.txt"), "eval")  # int(0.9) = 0 train characters
   assert "a.txt" in one_line(err)
 

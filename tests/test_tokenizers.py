@@ -324,6 +324,27 @@ def test_build_tokenizer(sp, tmp_path):
     assert got == sp
 
 
+def test_a_char_vocabulary_above_256_symbols_hints_byte_or_a_trained_tokenizer(
+    monkeypatch, capsys):
+  from jaxgen import messages
+  monkeypatch.setattr(messages, "_said", set())
+  symbols = "".join(map(chr, range(0x4E00, 0x4E00 + 6_200)))  # a CJK or code corpus
+  assert build_tokenizer(_data_cfg("char"), lambda: [symbols[:256]]).vocab_size == 259
+  assert capsys.readouterr().err == ""  # no more than the byte vocabulary: nothing said
+  assert build_tokenizer(_data_cfg("char"), lambda: [symbols]).vocab_size == 6_203
+  err = capsys.readouterr().err
+  assert err.startswith("jaxgen: hint: data.tokenizer='char' found 6,200 distinct symbols "
+                        "in the corpus: a vocabulary of 6,203,") and err.count("\n") == 1
+  assert "data.tokenizer='byte' needs 259" in err and "jaxgen tokenizer train" in err
+  # Said by process 0 only: every process of a job builds the same vocabulary.
+  monkeypatch.setattr(messages, "_said", set())
+  import jax
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  build_tokenizer(_data_cfg("char"), lambda: [symbols])
+  assert capsys.readouterr().err == ""
+
+
 def test_build_tokenizer_errors(tmp_path):
   for cfg in (_data_cfg("sentencepiece"), _data_cfg("sentencepiece", "")):
     with pytest.raises(UserError, match="jaxgen tokenizer train") as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.messages import count
 
 
 class WindowSampler:
@@ -26,7 +27,7 @@ class WindowSampler:
       raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
     if len(tokens) < seq_len + 1:
       raise UserError(
-          f"the {split_name} split has {len(tokens)} tokens but one window "
+          f"the {split_name} split has {count(len(tokens), 'token')} but one window "
           f"needs seq_len+1 = {seq_len + 1}; use a longer corpus or lower "
           "data.seq_len")
     self.tokens = tokens

@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxgen.data.batches import WindowSampler
 from jaxgen.errors import UserError
+from jaxgen.messages import count
 
 MODES = ("windows", "concat", "pack")
 # First-fit emits all its bins as soon as one piece fits in none of them, so
@@ -80,7 +81,7 @@ def make_dataset(docs: Sequence[str], tokenizer: PipelineTokenizer, *,
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} is outside [0, {shard_count})")
   if mode != "windows" and len(docs) < shard_count:  # windows split rows, not documents
-    raise UserError(f"the data has {len(docs)} documents, fewer than the "
+    raise UserError(f"the data has {count(len(docs), 'document')}, fewer than the "
                     f"{shard_count} hosts that each need some; use more data "
                     "or fewer hosts")
   if mode == "windows":
@@ -152,7 +153,7 @@ def _windows(docs, tokenizer, seq_len, batch_size, seed, repeat, shard_index,
              shard_count, prefetch) -> grain.IterDataset:
   tokens = token_stream(docs, tokenizer)
   if len(tokens) < seq_len + 1:
-    raise UserError(f"the data has {len(tokens)} tokens but one window needs "
+    raise UserError(f"the data has {count(len(tokens), 'token')} but one window needs "
                     f"seq_len+1 = {seq_len + 1}; use a longer corpus or lower "
                     "data.seq_len")
   global_rows = batch_size * shard_count
@@ -187,7 +188,8 @@ def _concat(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
   num_chunks = len(stream) // (seq_len + 1)
   if num_chunks < (1 if repeat else batch_size):
     raise UserError(
-        f"host {shard_index}'s {len(stream)} tokens make {num_chunks} chunks of "
+        f"host {shard_index}'s {count(len(stream), 'token')} make "
+        f"{count(num_chunks, 'chunk')} of "
         f"seq_len+1 = {seq_len + 1}, too few for a batch of {batch_size}; use "
         "more data, a lower data.seq_len or a smaller batch")
   chunks_NL = stream[:num_chunks * (seq_len + 1)].reshape(num_chunks, seq_len + 1)
@@ -277,13 +279,13 @@ def describe(batch: dict[str, Any], tokenizer: Any, max_rows: int | None = None)
   inputs_BT = np.asarray(batch["inputs"])
   segment_ids_BT = batch.get("segment_ids")
   rows, cols = inputs_BT.shape
-  lines = [f"{rows} rows x {cols} tokens; keys: {', '.join(sorted(batch))}"]
+  lines = [f"{count(rows, 'row')} x {count(cols, 'token')}; keys: {', '.join(sorted(batch))}"]
   if segment_ids_BT is not None:
     segment_ids_BT = np.asarray(segment_ids_BT)
     pad = int(np.sum(segment_ids_BT == 0))
     segments = sum(len(np.unique(r[r != 0])) for r in segment_ids_BT)
-    lines.append(f"padding: {pad} of {rows * cols} tokens ({100 * pad / (rows * cols):.1f}%), "
-                 f"{segments} segments")
+    lines.append(f"padding: {pad} of {count(rows * cols, 'token')} "
+                 f"({100 * pad / (rows * cols):.1f}%), {count(segments, 'segment')}")
   for b in range(rows if max_rows is None else min(rows, max_rows)):
     ids = inputs_BT[b]
     if segment_ids_BT is None:
@@ -292,7 +294,7 @@ def describe(batch: dict[str, Any], tokenizer: Any, max_rows: int | None = None)
     seg = segment_ids_BT[b]
     parts = [_render(ids[seg == s], tokenizer) for s in _in_order(seg[seg != 0])]
     pad = int(np.sum(seg == 0))
-    lines.append(f"row {b} ({len(parts)} segments, {pad} pad): " + " | ".join(parts))
+    lines.append(f"row {b} ({count(len(parts), 'segment')}, {pad} pad): " + " | ".join(parts))
   return "\n".join(lines)
 
 

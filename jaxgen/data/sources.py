@@ -8,9 +8,23 @@
                        data/pairs.py reads it as pairs through `tfds_records`)
 
 `documents(data_cfg, "train" | "eval")` is a random-access sequence of str for the Grain
-pipeline. Local corpora split by documents (the last ceil(val_fraction * n) evaluate) or,
-when there is a single document, at (1 - val_fraction) of its characters, as nanoGPT does.
-TFDS data sets and bundled corpora keep their own splits (data.train_split, data.eval_split).
+pipeline. TFDS data sets and bundled corpora keep their own splits (data.train_split,
+data.eval_split). Local corpora hold out val_fraction of their characters:
+
+- one document: its last val_fraction of the characters evaluate, as nanoGPT cuts
+  tiny Shakespeare (the first int(n * (1 - val_fraction)) train);
+- several, data.doc_split='hashed': whole documents taken in the order of a hash of
+  their text (never their file's name or place), until the next would pass
+  val_fraction of all characters; that one is cut there, its head training and its tail
+  evaluating. Validation is val_fraction of the characters whatever the files' sizes
+  (one document reduces to nanoGPT's cut), identical documents fall on the same side,
+  and adding a document moves few others;
+- several, data.doc_split='tail' (what jaxgen did before data.doc_split, and what a
+  config without the key gets): the last ceil(val_fraction * n) documents, whatever
+  their sizes.
+
+A split whose validation holds more than twice val_fraction of the characters is
+reported in one `jaxgen: warning:` line.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import glob
+import hashlib
 import json
 import math
 import operator
@@ -28,6 +43,7 @@ from typing import Any
 
 from jaxgen.data import bundled
 from jaxgen.errors import UserError
+from jaxgen.messages import count, warn
 
 SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]",
                 "tsv:PATH_OR_GLOB", "synthetic:TASK")  # the last two: pairs (data/pairs.py)
@@ -36,7 +52,9 @@ _PROBE_TIMEOUT_S = 5.0  # offline, a download fails this fast instead of after m
 # Defaults of the optional data.* keys, for configs written before they existed.
 DEFAULTS = {"train_split": "train", "eval_split": "validation", "text_key": "text",
             "text_lines": False, "tfds_data_dir": "", "tfds_manual_dir": "",
-            "val_fraction": 0.1}
+            "val_fraction": 0.1, "doc_split": "tail"}
+DOC_SPLITS = ("hashed", "tail")  # the values of data.doc_split
+_LARGE_VALIDATION = 2.0  # a validation share above this many val_fractions is reported
 
 
 def documents(data_cfg: Any, split: str) -> Documents:
@@ -69,13 +87,16 @@ class Documents(collections.abc.Sequence):
   """One split's documents: a list of str, or TFDS records whose `text_key` is decoded on read.
 
   Picklable (Grain workers) and with a short repr (Grain checkpoints record it).
+  `doc_split` is the data.doc_split rule the split was made by, or None where no
+  value of data.doc_split would change it (TFDS, bundled, one document, no validation).
   """
 
   def __init__(self, items: collections.abc.Sequence, description: str,
-               text_key: str | None = None):
+               text_key: str | None = None, doc_split: str | None = None):
     self._items = items
     self._description = description
     self._text_key = text_key
+    self.doc_split = doc_split
 
   def __len__(self) -> int:
     return len(self._items)
@@ -85,7 +106,7 @@ class Documents(collections.abc.Sequence):
       return [self[i] for i in range(*index.indices(len(self)))]
     i, n = operator.index(index), len(self)
     if not -n <= i < n:
-      raise IndexError(f"document {i} out of range for {n} documents")
+      raise IndexError(f"document {i} out of range for {count(n, 'document')}")
     item = self._items[i % n]
     if self._text_key is None:
       return item
@@ -138,9 +159,15 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
       docs.extend(line.rstrip("\r") for line in text.split("\n") if line.strip())
     else:
       docs.append(text)
-  train, eval_ = _split_documents(docs, _opt(data_cfg, "val_fraction"), source)
-  return {"train": Documents(train, f"{source!r}, split='train'"),
-          "eval": Documents(eval_, f"{source!r}, split='eval'")}
+  rule, val_fraction = _opt(data_cfg, "doc_split"), _opt(data_cfg, "val_fraction")
+  if rule not in DOC_SPLITS:
+    raise UserError(f"data.doc_split={rule!r} is not a split; use one of "
+                    f"{', '.join(map(repr, DOC_SPLITS))}")
+  train, eval_ = _split_documents(docs, val_fraction, source, rule)
+  _check_validation_share(source, docs, eval_, val_fraction, rule)
+  depends_on = rule if len(docs) > 1 and val_fraction > 0 else None
+  return {"train": Documents(train, f"{source!r}, split='train'", doc_split=depends_on),
+          "eval": Documents(eval_, f"{source!r}, split='eval'", doc_split=depends_on)}
 
 
 def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
@@ -155,7 +182,7 @@ def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
   return paths
 
 
-def _split_documents(docs: list[str], val_fraction: float, source: str
+def _split_documents(docs: list[str], val_fraction: float, source: str, rule: str = "tail"
                      ) -> tuple[list[str], list[str]]:
   _check_val_fraction(val_fraction)
   if len(docs) == 1:
@@ -164,17 +191,77 @@ def _split_documents(docs: list[str], val_fraction: float, source: str
     n_train = int(len(text) * (1.0 - val_fraction))
     train, eval_ = [text[:n_train]], ([text[n_train:]] if val_fraction > 0 else [])
     if not text[:n_train] or (val_fraction > 0 and not text[n_train:]):
-      raise UserError(f"data.source {source!r} is one document of {len(text)} characters, "
+      raise UserError(f"data.source {source!r} is one document of "
+                      f"{count(len(text), 'character')}, "
                       f"too short to split with data.val_fraction={val_fraction}; use a "
                       "longer text or another val_fraction")
     return train, eval_
+  if rule == "hashed":
+    return _hashed_split(docs, val_fraction, source)
   # Ceil, forgiving float noise: 0.28 * 25 is 7.000000000000001, which means 7 documents.
   n_eval = max(1, math.ceil(val_fraction * len(docs) - 1e-9)) if val_fraction > 0 else 0
   if n_eval >= len(docs):
-    raise UserError(f"data.source {source!r} has {len(docs)} documents; "
+    raise UserError(f"data.source {source!r} has {count(len(docs), 'document')}; "
                     f"data.val_fraction={val_fraction} would leave none to train on; "
                     "add documents or lower val_fraction")
   return docs[:len(docs) - n_eval], docs[len(docs) - n_eval:]
+
+
+def _hashed_split(docs: list[str], val_fraction: float, source: str
+                  ) -> tuple[list[str], list[str]]:
+  """Whole documents in the order of a hash of their text until the next would pass
+  val_fraction of the characters; that one is cut there (the module docstring)."""
+  total = sum(map(len, docs))
+  target = total - int(total * (1.0 - val_fraction))  # nanoGPT's validation characters
+  copies = collections.defaultdict(list)  # text -> its indices: identical ones go together
+  for i, text in enumerate(docs):
+    copies[text].append(i)
+  keep = {}  # index of a held-out document -> how many of its first characters train
+  held = 0
+  for text in sorted(copies, key=_text_hash):
+    if held >= target:
+      break
+    indices = copies[text]
+    if held + len(text) * len(indices) <= target:
+      head = 0
+    else:  # cut; each of k identical copies at the same character, ceil((target - held) / k)
+      head = max(0, len(text) + (target - held) // -len(indices))
+    keep.update(dict.fromkeys(indices, head))
+    held += (len(text) - head) * len(indices)
+  if val_fraction > 0 and not 0 < held < total:
+    raise UserError(f"data.source {source!r} has {count(len(docs), 'document')} of "
+                    f"{count(total, 'character')} in all, too few to split with "
+                    f"data.val_fraction={val_fraction}; use more text or another val_fraction")
+  train, eval_ = [], []
+  for i, text in enumerate(docs):  # both in the files' order
+    if i not in keep:
+      train.append(text)
+      continue
+    if keep[i]:
+      train.append(text[:keep[i]])
+    eval_.append(text[keep[i]:])
+  return train, eval_
+
+
+def _text_hash(text: str) -> bytes:
+  # surrogatepass: a JSON string may hold a lone surrogate ("\ud800"), which UTF-8 refuses.
+  return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _check_validation_share(source: str, docs: list[str], eval_: list[str],
+                            val_fraction: float, rule: str) -> None:
+  """One warning line when validation holds more than _LARGE_VALIDATION times
+  val_fraction of the characters (beyond one character of rounding)."""
+  total, held = sum(map(len, docs)), sum(map(len, eval_))
+  if held <= _LARGE_VALIDATION * val_fraction * total + 1:
+    return
+  why = (f"data.doc_split='tail' holds out whole documents from the end ({len(eval_):,} of "
+         f"{len(docs):,}) whatever their sizes; data.doc_split='hashed' holds out "
+         "val_fraction of the characters" if rule == "tail" and len(docs) > 1
+         else "identical documents stay on one side; use more varied text")
+  warn(f"data.source {source!r} holds out {held:,} of its {count(total, 'character')} "
+       f"({held / total:.0%}) for validation, more than twice data.val_fraction="
+       f"{val_fraction}: {why}")
 
 
 def _check_val_fraction(val_fraction: float) -> None:

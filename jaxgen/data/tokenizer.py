@@ -24,10 +24,14 @@ import numpy as np
 import sentencepiece as spm
 
 from jaxgen.errors import UserError
+from jaxgen.messages import hint
 
 TOKENIZERS = ("byte", "char", "sentencepiece", "hf")  # the values of data.tokenizer
 
 _TRAIN_COMMAND = "jaxgen tokenizer train --config=... --vocab_size=N"
+# A character vocabulary larger than the byte one gets a hint: code, CJK or emoji text
+# gives thousands of symbols, most of them rare, and their rows can outweigh the model.
+_MANY_CHARS = 256
 
 
 class Tokenizer(Protocol):
@@ -104,7 +108,14 @@ def build_tokenizer(data_cfg: Any, train_texts: Callable[[], Iterable[str]]) -> 
   """
   name = data_cfg.tokenizer
   if name == "char":
-    return CharTokenizer.from_texts(train_texts())
+    tokenizer = CharTokenizer.from_texts(train_texts())
+    if len(tokenizer.chars) > _MANY_CHARS:
+      hint(f"data.tokenizer='char' found {len(tokenizer.chars):,} distinct symbols in the "
+           f"corpus: a vocabulary of {tokenizer.vocab_size:,}, whose embedding rows can "
+           f"outweigh a small model; data.tokenizer='byte' needs {ByteTokenizer().vocab_size}, "
+           f"or train one (`{_TRAIN_COMMAND}`, then data.tokenizer='sentencepiece') or use "
+           "a Hugging Face tokenizer (data.tokenizer='hf')")
+    return tokenizer
   if name == "byte":
     return ByteTokenizer()
   if name == "sentencepiece":
@@ -332,8 +343,10 @@ class SentencePieceTokenizer:
                "eos": processor.eos_id()}
     missing = [name for name, i in special.items() if i < 0]
     if missing or len(set(special.values())) != 3:
+      names = missing or list(special)
       raise UserError(
-          f"{source} has no distinct {'/'.join(missing or special)} piece(s), which "
+          f"{source} has no distinct {'/'.join(names)} "
+          f"{'piece' if len(names) == 1 else 'pieces'}, which "
           f"jaxgen needs; train a model with `{_TRAIN_COMMAND}`")
     self._pad_id, self._bos_id, self._eos_id = (
         special["pad"], special["bos"], special["eos"])

@@ -37,12 +37,14 @@ from jaxgen.train.step import jit_train_step, make_eval_step
 # config changes one of them could not continue where it stopped.
 _STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
                 "data.seq_len", "data.source_len", "data.val_fraction", "data.pair_split",
+                "data.doc_split",
                 "data.source_key", "data.target_key", "data.synthetic_seed",
                 "data.synthetic_min_len", "data.synthetic_max_len", "data.synthetic_symbols",
                 "data.synthetic_train_examples", "train.batch_size", "train.seed")
 
-# What a jaxgen without a stream key did, where it matters: pair files split at their tail.
-_BEFORE_KEY = {"data.pair_split": "tail"}
+# What a jaxgen without a stream key did, where it matters: pair files, and local
+# sources of several documents, split at their tail.
+_BEFORE_KEY = {"data.pair_split": "tail", "data.doc_split": "tail"}
 
 
 @dataclasses.dataclass
@@ -60,6 +62,9 @@ class Setup:
   # Paired data: the validation pairs decoded for text metrics at each evaluation.
   decode_pairs: list = dataclasses.field(default_factory=list)
   source_len: int = 0
+  # The data.doc_split rule the documents' split depends on; None where none would
+  # change it (pairs, TFDS, bundled, one document, val_fraction 0).
+  doc_split: str | None = None
 
 
 def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
@@ -79,7 +84,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   eval_batch = cfg.eval.batch_size or t.batch_size
 
   d = cfg.data
-  decode_pairs, source_len = [], d.get("source_len", 0) or d.seq_len
+  decode_pairs, source_len, doc_split = [], d.get("source_len", 0) or d.seq_len, None
   if pairs.is_paired(d):
     train_pairs, eval_pairs = pairs.train_and_eval(d)
     tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
@@ -100,6 +105,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
       decode_pairs = list(eval_pairs[:min(cfg.eval.decode_examples, len(eval_pairs))])
   else:
     train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
+    doc_split = train_docs.doc_split
     # A character vocabulary covers the validation text too, as nanoGPT's does.
     tokenizer = build_tokenizer(d, lambda: itertools.chain(train_docs, eval_docs))
     data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len,
@@ -119,7 +125,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
           "processes": hosts}
   return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
-               meta, decode_pairs, source_len)
+               meta, decode_pairs, source_len, doc_split)
 
 
 def _full_pass(data, docs, batch_size: int, mode: str):
@@ -371,8 +377,12 @@ def _check_compatible(s: Setup, meta: dict) -> None:
   # A key the saved config lacks (saved by an older jaxgen) cannot be compared, unless
   # the older jaxgen's behaviour is known.
   saved_stream = {k: _get(meta["config"], k) for k in _STREAM_KEYS}
-  if pairs.is_pair_file(saved.data):
-    saved_stream.update({k: v for k, v in _BEFORE_KEY.items() if saved_stream[k] is _MISSING})
+  applies = {"data.pair_split": pairs.is_pair_file(saved.data),
+             "data.doc_split": s.doc_split is not None}
+  saved_stream.update({k: v for k, v in _BEFORE_KEY.items()
+                       if applies[k] and saved_stream[k] is _MISSING})
+  if s.doc_split is None:  # no data.doc_split would change this split
+    saved_stream["data.doc_split"] = _MISSING
   changed = [k for k in _STREAM_KEYS
              if saved_stream[k] is not _MISSING and _get(ours_cfg, k) != saved_stream[k]]
   if changed:
