@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from jaxgen import chips
+from jaxgen.messages import count
 
 # Monotonic clock; a module attribute so tests can substitute a fake one.
 _now = time.perf_counter
@@ -192,7 +193,7 @@ class MetricsWriter:
     self._jsonl.close()
     self._tb.close()
     steps = self._step_prev - self._start_step
-    parts = [f"done: {steps} steps in {_now() - self._t_start:.1f} s"]
+    parts = [f"done: {count(steps, 'step')} in {_now() - self._t_start:.1f} s"]
     loss = self._last_train.get("train_loss")
     if loss is not None:
       parts.append(f"final train_loss {_fmt(loss)}")

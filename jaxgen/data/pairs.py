@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.messages import count
 
 TASKS = ("copy", "reverse", "sort", "addition")
 PAIRED_SCHEMES = ("synthetic", "tsv")
@@ -197,7 +198,7 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
   n = len(items)
   n_eval = math.ceil(data_cfg.val_fraction * n)
   if n < 2 or n_eval < 1 or n_eval >= n:
-    raise UserError(f"data.source {data_cfg.source!r} has {n} pairs; with data.val_fraction="
+    raise UserError(f"data.source {data_cfg.source!r} has {count(n, 'pair')}; with data.val_fraction="
                     f"{data_cfg.val_fraction} both the train and the validation split need "
                     "at least one: add pairs or change data.val_fraction")
   if data_cfg.get("pair_split", "tail") == "hashed":
@@ -294,7 +295,8 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   """
   import grain  # lazily: config checks import this module before anything heavy
   if len(items) < shard_count:
-    raise UserError(f"the data has {len(items)} pairs, fewer than the {shard_count} hosts")
+    raise UserError(f"the data has {count(len(items), 'pair')}, fewer than the "
+                    f"{shard_count} hosts")
   if pack:
     from jaxgen.data import pair_packing  # pylint: disable=import-outside-toplevel
     return pair_packing.packed_pairs(

@@ -32,6 +32,7 @@ from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state, model_flops_per_token
 from jaxgen.train.step import jit_train_step, make_eval_step
+from jaxgen.messages import count
 
 # Keys that define the stream of training batches: a resumed run whose
 # config changes one of them could not continue where it stopped.
@@ -182,7 +183,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   n_params = count_params(state.params)
   if primary:
     print(f"jaxgen: {type(s.model_cfg).__name__} with {n_params:,} parameters on "
-          f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh "
+          f"{count(s.mesh.devices.size, jax.devices()[0].platform + ' device')}, mesh "
           f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
   writer = metrics_lib.MetricsWriter(
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
