@@ -252,6 +252,21 @@ def test_hashed_split_keeps_shared_texts_together_and_ignores_the_file_order(tmp
   assert splits["sorted.tsv"] == splits["shuffled.tsv"]
 
 
+def test_hashed_split_warns_when_shared_texts_make_validation_too_large(tmp_path, capsys):
+  # Five groups of four pairs sharing a source: holding out 5% (one pair) takes a
+  # whole group, 20% of the data.
+  tsv = tmp_path / "groups.tsv"
+  tsv.write_text("".join(f"source {g}\ttarget {g}.{i}\n" for g in range(5) for i in range(4)))
+  cfg = reverse_config()
+  cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.05, pair_split="hashed")
+  assert len(pairs.pairs(cfg.data, "eval")) == 4
+  err = capsys.readouterr().err.splitlines()
+  assert err == [f"jaxgen: warning: data.source 'tsv:{tsv}' holds out 4 pairs of 20 for "
+                 "validation, more than twice data.val_fraction=0.05: pairs sharing a source "
+                 "or target text stay together; data.pair_split='tail' holds out exactly the "
+                 "last ones"], err
+
+
 def test_hashed_split_refuses_pairs_it_cannot_hold_out_without_leaking(tmp_path):
   tsv = tmp_path / "p.tsv"
   tsv.write_text("".join(f"same source\ttarget {i}\n" for i in range(10)))

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen import messages
 from jaxgen.messages import count
 
 TASKS = ("copy", "reverse", "sort", "addition")
@@ -207,6 +208,11 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
       raise UserError(f"data.source {data_cfg.source!r}: its {n} pairs all share source or "
                       "target texts, so data.pair_split='hashed' cannot hold any out without "
                       "leaking; use data.pair_split='tail' or more varied pairs")
+    if len(held_out) > 2 * n_eval + 1:
+      messages.warn(f"data.source {data_cfg.source!r} holds out {count(len(held_out), 'pair')} "
+                    f"of {n:,} for validation, more than twice data.val_fraction="
+                    f"{data_cfg.val_fraction}: pairs sharing a source or target text stay "
+                    "together; data.pair_split='tail' holds out exactly the last ones")
   else:
     held_out = set(range(n - n_eval, n))
   train = [pair for i, pair in enumerate(items) if i not in held_out]
