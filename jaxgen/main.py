@@ -14,12 +14,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgen import config_check, distributed, logs, supervise
+from jaxgen import config_check, distributed, json_config, logs, supervise
 from jaxgen.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Recipe file from configs/; override keys as --config.train.steps=100.",
-    lock_config=True)
+    "config", None, "Recipe file from configs/ (or a workdir's config.json, its run's resolved "
+    "config); override keys as --config.train.steps=100.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBoard files, "
                                "samples and checkpoints.")
 
@@ -85,7 +85,7 @@ _NO_CONFIG = ("sample", "export", "import")  # commands that take no --config
 COMMANDS = {"train": ("config", "workdir"), "sample": ("workdir",), "plan": ("config",),
             "data prepare": ("config",), "data inspect": ("config",),
             "tokenizer train": ("config", "vocab_size"), "export": ("workdir", "out"),
-            "import": ("hf", "workdir")}
+            "import": ("hf", "workdir"), "config": ("config",)}
 _EXAMPLE = "e.g. jaxgen train --config=configs/shakespeare_char_cpu.py --workdir=runs/sc"
 
 
@@ -99,6 +99,9 @@ def main(argv: list[str]) -> None:
     held = logs.hold_library_logs()
   try:
     _run_command(argv)
+  except BrokenPipeError:  # `jaxgen config ... | head` stopped reading: not an error of ours
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+    sys.exit(1)
   except Exception:
     if held is not None:
       held.show()  # a crash shows what the libraries said before it
@@ -109,15 +112,19 @@ def _run_command(argv: list[str]) -> None:
   command = " ".join(argv[1:])
   if command not in COMMANDS:
     _fail(f"expected a command, one of: {', '.join(COMMANDS)} (got {command or 'none'}); "
-          f"{_EXAMPLE}", status=2)
+          f"{_EXAMPLE}; jaxgen --help describes each", status=2)
   for name in COMMANDS[command]:
     if getattr(flags.FLAGS, name) in (None, ""):
       _fail(_MISSING[name], status=2)
   if command == "plan":
     _check_plan_flags()  # --devices takes effect only before JAX starts
+  if command == "config":
+    _print_config()
   try:
     if command not in _NO_CONFIG:
       config_check.check(_CONFIG.value)  # every key, before anything runs
+    if command == "config":
+      return  # printed above; a config the checks refuse ends with their line
     if command == "train":
       _join_job(_CONFIG.value)  # before anything touches a JAX backend
     if command not in ("plan", *_NO_CONFIG):  # a dry run writes no compilation cache
@@ -277,6 +284,14 @@ def _output_file() -> pathlib.Path | None:
   return out
 
 
+def _print_config() -> None:
+  from jaxgen import config_docs
+  label = config_flags.get_config_filename(flags.FLAGS["config"])
+  print(config_docs.format_config(_CONFIG.value, label,
+                                  config_flags.get_override_values(flags.FLAGS["config"]),
+                                  recipe=label), flush=True)
+
+
 def _check_plan_flags() -> None:
   from jaxgen import chips
   if _DEVICES.value is not None:
@@ -322,7 +337,13 @@ def run() -> None:
   app.run(main, flags_parser=_parse_flags)
 
 
+# --config also reads a workdir's config.json: `jaxgen train|plan --config=runs/a/config.json`.
+flags.FLAGS["config"].parser = json_config.RecipeOrJsonParser(flags.FLAGS["config"].parser)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  from jaxgen import cli_help
+  cli_help.answer(argv, COMMANDS, sys.modules[__name__])  # --help, CMD --help, --version
   try:
     rest = flags.FLAGS(argv)
     if _CONFIG.value is not None:

@@ -33,6 +33,9 @@ def import_hf(hf_dir: str, workdir: str) -> pathlib.Path:
     hf = json.loads((src / "config.json").read_text())
   except (OSError, ValueError) as e:
     raise UserError(f"cannot read {src / 'config.json'}: {e}") from None
+  if isinstance(hf, dict) and "model_type" not in hf and isinstance(hf.get("model"), dict):
+    raise UserError(f"--hf={hf_dir} is a jaxgen workdir, not a Hugging Face model directory: "
+                    f"sample or train it as it is (--workdir={hf_dir}), or export it first")
   kind, overrides = hf_layouts.model_overrides(hf)
   tokenizer = HfTokenizer.from_dir(src)
   vocab = int(hf["vocab_size"])

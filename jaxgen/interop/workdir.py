@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import tempfile
@@ -68,6 +69,7 @@ def write(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, tokenizer
       (tmp / name).write_text(text, encoding="utf-8")
     for name, src in (dirs or {}).items():
       shutil.copytree(src, tmp / name)
+    umask_modes(tmp, *(tmp / name for name in dirs or {}))  # mkdtemps make 0700
     if wd.exists():
       wd.rmdir()
     tmp.rename(wd)
@@ -75,6 +77,14 @@ def write(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, tokenizer
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return wd
+
+
+def umask_modes(*paths: pathlib.Path) -> None:
+  """Gives `paths` the modes new directories and files get under the umask."""
+  umask = os.umask(0)
+  os.umask(umask)
+  for path in paths:
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def fresh_state(params, optimizer, seed: int):
