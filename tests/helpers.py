@@ -98,3 +98,12 @@ def run_jaxgen(*args: str):
   return subprocess.run([sys.executable, "-m", "jaxgen", *args],
                         cwd=pathlib.Path(__file__).resolve().parents[1], env=env,
                         capture_output=True, text=True, timeout=300)
+
+
+def older_meta(setup, key: str) -> dict:
+  """setup's checkpoint metadata as a jaxgen without the data `key` saved it."""
+  import json
+  older = {"config": json.loads(json.dumps(setup.meta["config"])),
+           "tokenizer": setup.meta["tokenizer"]}
+  del older["config"]["data"][key]
+  return older

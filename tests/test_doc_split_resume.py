@@ -1,18 +1,8 @@
-import json
-
 import pytest
 
 from jaxgen import config as base
 from jaxgen.errors import UserError
-from tests.helpers import one_line
-
-
-def _older_meta(setup):
-  """setup's checkpoint metadata as a jaxgen without data.doc_split saved it."""
-  older = {"config": json.loads(json.dumps(setup.meta["config"])),
-           "tokenizer": setup.meta["tokenizer"]}
-  del older["config"]["data"]["doc_split"]
-  return older
+from tests.helpers import older_meta, one_line
 
 
 def _lm(source):
@@ -32,7 +22,7 @@ def test_resume_of_an_older_run_of_several_documents_knows_it_split_at_the_tail(
     (tmp_path / f"notes{i}.txt").write_text(f"note {i} " * (50 + 40 * i))
   cfg = _lm(f"text:{tmp_path}/notes*.txt")
   setup = loop.prepare(cfg, str(tmp_path / "run"))
-  older = _older_meta(setup)
+  older = older_meta(setup, "doc_split")
   with pytest.raises(UserError, match=r"data\.doc_split='hashed' \(saved: 'tail'\)") as err:
     loop._check_compatible(setup, older)
   one_line(err)
@@ -41,6 +31,6 @@ def test_resume_of_an_older_run_of_several_documents_knows_it_split_at_the_tail(
   # One file (tiny Shakespeare) is split the same whatever data.doc_split says.
   one = _lm(f"text:{tmp_path}/notes9.txt")
   setup = loop.prepare(one, str(tmp_path / "one"))
-  loop._check_compatible(setup, _older_meta(setup))
+  loop._check_compatible(setup, older_meta(setup, "doc_split"))
   one.data.doc_split = "tail"
   loop._check_compatible(loop.prepare(one, str(tmp_path / "one")), setup.meta)

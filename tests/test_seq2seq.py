@@ -14,7 +14,7 @@ from jaxgen import config_check
 from jaxgen.data import pairs
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
-from tests.helpers import assert_one_error, one_line, run_jaxgen
+from tests.helpers import assert_one_error, older_meta, one_line, run_jaxgen
 from tests.test_train import run, train_losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -302,14 +302,6 @@ def test_ding_pairs_split():
   assert copy_chrf["tail"] < 13 and copy_chrf["hashed"] > 14, copy_chrf
 
 
-def older_meta(setup):
-  """setup's checkpoint metadata as a jaxgen without data.pair_split saved it."""
-  older = {"config": json.loads(json.dumps(setup.meta["config"])),
-           "tokenizer": setup.meta["tokenizer"]}
-  del older["config"]["data"]["pair_split"]
-  return older
-
-
 def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   """A checkpoint saved before data.pair_split existed split its pair file at the tail:
   resuming it under the hashed default would change the training pairs."""
@@ -319,7 +311,7 @@ def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   cfg = reverse_config()
   cfg.data.update(source=f"tsv:{tsv}", val_fraction=0.1, tokenizer="byte")
   setup = loop.prepare(cfg, str(tmp_path / "run"))
-  older = older_meta(setup)
+  older = older_meta(setup, "pair_split")
   with pytest.raises(UserError, match=r"data\.pair_split='hashed' \(saved: 'tail'\)") as err:
     loop._check_compatible(setup, older)
   one_line(err)
@@ -331,7 +323,7 @@ def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   lm.model.update(num_layers=1, num_heads=2, embed_dim=16)
   lm.train.update(batch_size=8, compilation_cache_dir="")
   setup = loop.prepare(lm, str(tmp_path / "lm"))
-  loop._check_compatible(setup, older_meta(setup))
+  loop._check_compatible(setup, older_meta(setup, "pair_split"))
 
 
 def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
