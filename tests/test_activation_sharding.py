@@ -37,29 +37,20 @@ CASES += [f"{v}@{m}" for m in ("2x2x2", "1x4x2") for v in ("encdec", "lstm_attn"
 CASES += ["encdec_scan@2x2x2"]
 
 
-def test_train_step_compiles_without_full_rematerialization(tmp_path):
+def test_train_step_compiles_without_full_rematerialization():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu"}
   # A persistent-cache hit skips the compile, and with it the warnings.
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  # Two workers, half the cases each: a compile keeps about one core busy.
-  logs = [tmp_path / f"worker{i}.err" for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with log.open("w") as err:  # the child keeps its own copy of the descriptor
-      procs.append(subprocess.Popen([sys.executable, str(WORKER), *CASES[i::2]], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=err))
-  found = {}
-  for proc, log in zip(procs, logs):
-    proc.wait(timeout=900)
-    stderr = log.read_text()
-    assert proc.returncode == 0 and "DONE" in stderr, stderr[-3000:]
-    case = None
-    for line in stderr.splitlines():
-      if line.startswith("CASE "):
-        case = line.split()[1]
-      elif WARNING in line:
-        found[case] = found.get(case, 0) + 1
+  proc = subprocess.run([sys.executable, str(WORKER), *CASES], env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0 and "DONE" in proc.stderr, proc.stderr[-3000:]
+  found, case = {}, None
+  for line in proc.stderr.splitlines():
+    if line.startswith("CASE "):
+      case = line.split()[1]
+    elif WARNING in line:
+      found[case] = found.get(case, 0) + 1
   assert not found, f"{WARNING} while compiling: {found}"
 
 
