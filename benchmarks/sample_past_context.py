@@ -1,4 +1,4 @@
-"""Sampling inside the context (key/value cache) and past it (one full forward a token); one JSON line.
+"""Sampling inside the context (the cache) and past it (a prefill a token); one JSON line.
 
   python benchmarks/sample_past_context.py [--config=configs/shakespeare_char_cpu.py]
 

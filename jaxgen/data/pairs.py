@@ -199,8 +199,8 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
   n = len(items)
   n_eval = math.ceil(data_cfg.val_fraction * n)
   if n < 2 or n_eval < 1 or n_eval >= n:
-    raise UserError(f"data.source {data_cfg.source!r} has {count(n, 'pair')}; with data.val_fraction="
-                    f"{data_cfg.val_fraction} both the train and the validation split need "
+    raise UserError(f"data.source {data_cfg.source!r} has {count(n, 'pair')}; with "
+                    f"data.val_fraction={data_cfg.val_fraction} both the train and the validation split need "
                     "at least one: add pairs or change data.val_fraction")
   if data_cfg.get("pair_split", "tail") == "hashed":
     held_out = hashed_holdout(items, n_eval)

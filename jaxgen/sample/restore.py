@@ -34,7 +34,8 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              num_samples: int = 1, seed: int = 0, beam_size: int = 0,
              length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-             window_stride: int = 1, stop: Sequence[str] = (), step: int | None = None, best: bool = False,
+             window_stride: int = 1, stop: Sequence[str] = (), step: int | None = None,
+             best: bool = False,
              source: str | Sequence[str] | None = None,
              truncate_source: bool = False) -> list[str] | list[list[str]]:
   """Continuations of `prompt` from a checkpoint of `workdir`.
