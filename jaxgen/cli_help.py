@@ -18,7 +18,8 @@ ABOUT = {
     "sample": "generate text from a workdir's checkpoint: --prompt (language models) or "
               "--source (encoder-decoders)",
     "plan": "dry run: parameters, memory per device and step time of a config, nothing trained",
-    "data prepare": "prepare the config's data source (TFDS data sets) and print its sizes",
+    "data prepare": "prepare the config's data source (TFDS data sets) and print its sizes; "
+                    "with --out=DIR, tokenize it once into a token store",
     "data inspect": "print the first training batches decoded: what the model is fed",
     "tokenizer train": "train a SentencePiece tokenizer on the config's training data",
     "export": "write a workdir's checkpoint as a Hugging Face model directory (--out)",
@@ -30,7 +31,7 @@ _VALUE = {"config": "FILE", "workdir": "DIR", "out": "DIR", "hf": "DIR", "prompt
 _KIND = {"int": "N", "float": "X", "string": "TEXT", "multi_string": "TEXT"}
 _HELP = ("--help", "-h", "--helpshort")
 # Flags a command reads whose help is labelled with another command's name.
-_ALSO = {"export": ("step", "best")}
+_ALSO = {"export": ("step", "best"), "data prepare": ("out", "json", "vocab_size")}
 _WIDTH = 100
 
 

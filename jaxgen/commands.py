@@ -25,6 +25,11 @@ def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
       print(f"{cfg.data.source} {split}: {count(len(items), 'pair')}", flush=True)
     return sizes
   sizes = sources.prepare(cfg.data)
+  if sources.parse_source(cfg.data.source)[0] == "store":
+    for split, s in sizes.items():
+      print(f"{cfg.data.source} {split}: {count(s['documents'], 'document')}, "
+            f"{count(s['tokens'], 'token')} (eos included)", flush=True)
+    return sizes
   for split, s in sizes.items():
     name = cfg.data.train_split if split == "train" else cfg.data.eval_split
     print(f"{cfg.data.source} {split} ({name}): {count(s['documents'], 'document')}, "
@@ -37,6 +42,15 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
   from jaxgen.data.pipeline import describe, make_dataset  # Grain only here
   d = cfg.data
   from jaxgen.data import pairs
+  if sources.parse_source(d.source)[0] == "store":
+    from jaxgen.data.store import open_store
+    store = open_store(sources.parse_source(d.source)[1])
+    checked = store.verify()
+    m = store.manifest
+    print(f"{d.source}: a token store (task {m['task']!r}) of {m['source']!r} ({count(len(m['shards']), 'shard')}, "
+          f"{checked / 2**20:,.1f} MB, every checksum verified); splits: "
+          + ", ".join(f"{k} {count(v['records'], 'record')} / {count(v['tokens'], 'token')}"
+                      for k, v in m["splits"].items()), flush=True)
   if pairs.is_paired(d):
     train = pairs.pairs(d, "train")
     tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train, pairs.pairs(d, "eval")))

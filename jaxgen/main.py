@@ -62,6 +62,17 @@ _BEST = flags.DEFINE_bool("best", False, "sample: restore the checkpoint with th
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "tokenizer train: SentencePiece pieces. "
                                     "plan: the tokenizer's vocabulary size (default: "
                                     "model.vocab_size, else the tokenizer's).")
+_WORKERS = flags.DEFINE_integer("workers", 0, "data prepare: tokenizing processes (0: one per "
+                                "core).")
+_NUM_HOSTS = flags.DEFINE_integer("num_hosts", None, "data prepare: hosts sharing the work "
+                                  "(default: a SLURM array's task count, else 1).")
+_HOST_INDEX = flags.DEFINE_integer("host_index", None, "data prepare: this host's share, in "
+                                   "[0, --num_hosts) (default: SLURM_ARRAY_TASK_ID or "
+                                   "JOB_COMPLETION_INDEX, else 0).")
+_FINALIZE = flags.DEFINE_bool("finalize", False, "data prepare: check every host's shards and "
+                              "write the store's split and manifest (after --num_hosts > 1).")
+_UNIT_MB = flags.DEFINE_float("unit_mb", 64.0, "data prepare: input MB per unit of work "
+                              "(one shard); part of the store's identity.")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 2, "data inspect: batches to show.")
 _DEVICES = flags.DEFINE_integer("devices", None, "plan: plan for this many devices, compiling "
                                 "for as many host CPU devices (default: the devices JAX finds).")
@@ -69,10 +80,12 @@ _CHIP = flags.DEFINE_string("chip", None, "plan: the accelerator to check the fi
                             "time against, e.g. h100, h200, tpu_v5e (default: this machine's).")
 _MFU = flags.DEFINE_float("mfu", 0.4, "plan: the model FLOPs utilisation the step time "
                           "estimate assumes.")
-_JSON = flags.DEFINE_bool("json", False, "plan: print one JSON object instead of text.")
+_JSON = flags.DEFINE_bool("json", False, "plan: print one JSON object instead of text (also "
+                          "data prepare).")
 
 # Hugging Face interoperability (jaxgen/interop/): export and import.
-_OUT = flags.DEFINE_string("out", None, "export: the directory to write (new or empty).")
+_OUT = flags.DEFINE_string("out", None, "export: the directory to write (new or empty); data "
+                          "prepare: the token store to write (see README, Data at scale).")
 _FORMAT = flags.DEFINE_enum("format", "hf", ["hf"], "export: the output format (Hugging "
                             "Face transformers: config.json + safetensors).")
 _MAX_SHARD = flags.DEFINE_string("max_shard_size", "5GB", "export: safetensors shard size "
@@ -143,7 +156,14 @@ def _run_command(argv: list[str]) -> None:
       _plan()
     else:
       from jaxgen import commands
-      if command == "data prepare":
+      if command == "data prepare" and _OUT.value:
+        from jaxgen.data import store_prepare
+        hosts, index = store_prepare.host_from_env(_NUM_HOSTS.value, _HOST_INDEX.value)
+        store_prepare.prepare(
+            _CONFIG.value, _OUT.value, workers=_WORKERS.value, num_hosts=hosts,
+            host_index=index, finalize=_FINALIZE.value, unit_mb=_UNIT_MB.value,
+            vocab_size=_VOCAB_SIZE.value, command=_prepare_command(), as_json=_JSON.value)
+      elif command == "data prepare":
         commands.data_prepare(_CONFIG.value)
       elif command == "data inspect":
         commands.data_inspect(_CONFIG.value, _NUM_BATCHES.value)
@@ -157,6 +177,15 @@ def _run_command(argv: list[str]) -> None:
     # would print a traceback). An unfinished save is never used on resume.
     _fail("interrupted; an unfinished checkpoint is not used: the same command resumes "
           "from the newest complete one", status=130, at_once=True)
+
+
+def _prepare_command() -> str:
+  """This `jaxgen data prepare`, less the flags that only split the work."""
+  import shlex
+  own = ("--workers", "--num_hosts", "--host_index", "--finalize", "--nofinalize", "--json",
+         "--verbosity")
+  args = [a for a in sys.argv[1:] if not a.split("=")[0] in own]
+  return "jaxgen " + " ".join(shlex.quote(a) for a in args)
 
 
 _MISSING = {

@@ -22,8 +22,9 @@ class WindowSampler:
       raise UserError(f"data.batch_size is {batch_size}; it must be at least 1")
     if seq_len < 1:
       raise UserError(f"data.seq_len is {seq_len}; it must be at least 1")
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1:
+    if not hasattr(tokens, "windows"):  # else a token store's stream (data/store.py)
+      tokens = np.asarray(tokens)
+    if getattr(tokens, "ndim", 1) != 1:
       raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
     if len(tokens) < seq_len + 1:
       raise UserError(
@@ -45,6 +46,9 @@ class WindowSampler:
     rng = np.random.default_rng([self.seed % 2**64, index])
     # Exclusive high: the last start leaves room for the shifted target.
     starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
-    windows = self.tokens[starts[:, None] + self._offsets].astype(np.int32)
+    if isinstance(self.tokens, np.ndarray):
+      windows = self.tokens[starts[:, None] + self._offsets].astype(np.int32)
+    else:
+      windows = self.tokens.windows(starts, self.seq_len + 1)
     return {"inputs": np.ascontiguousarray(windows[:, :-1]),
             "targets": np.ascontiguousarray(windows[:, 1:])}

@@ -87,6 +87,11 @@ class HfTokenizer:
     return np.asarray(self._tok.encode(text, add_special_tokens=False).ids,
                       np.int32).reshape(-1)
 
+  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+    """`encode` of each text, by the library's batch call (its threads: RAYON_NUM_THREADS)."""
+    return [np.asarray(e.ids, np.int32).reshape(-1)
+            for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
   def decode(self, ids: Any) -> str:
     ids = np.asarray(ids, np.int64).reshape(-1)
     keep = (ids != self._pad_id) & (ids != self._bos_id) & (ids != self._eos_id)

@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,7 +56,13 @@ _SPLIT_IDS = {"train": 0, "eval": 1}
 
 def is_paired(data_cfg: Any) -> bool:
   """Whether `data.source` gives (source, target) pairs rather than documents."""
-  scheme = str(data_cfg.source).partition(":")[0]
+  scheme, _, rest = str(data_cfg.source).partition(":")
+  if scheme == "store":  # what the store holds, where it can be read
+    try:
+      with open(os.path.join(os.path.expanduser(rest), "manifest.json")) as f:
+        return json.load(f).get("task") == "seq2seq"
+    except (OSError, ValueError):
+      return False  # opening the store says what is wrong
   return scheme in PAIRED_SCHEMES or (scheme in ("jsonl", "tfds")
                                       and bool(data_cfg.get("source_key")))
 
@@ -68,6 +75,9 @@ def is_pair_file(data_cfg: Any) -> bool:
 def pairs(data_cfg: Any, split: str) -> Sequence[tuple[str, str]]:
   """The (source, target) pairs of `split` ("train" or "eval"), random access."""
   scheme, _, rest = str(data_cfg.source).partition(":")
+  if scheme == "store":
+    from jaxgen.data import store
+    return store.split_of(data_cfg, split)
   if scheme == "synthetic":
     return Synthetic(rest, split, data_cfg)
   if scheme == "tfds":
@@ -89,6 +99,8 @@ def vocabulary_texts(train: Sequence[tuple[str, str]], evaluate: Sequence[tuple[
   task's symbols alone)."""
   if isinstance(train, Synthetic):
     yield train.symbols()
+    return
+  if getattr(train, "pretokenized", False):  # a store: its tokenizer is fixed
     return
   for split in (train, evaluate):
     for source, target in split:
@@ -300,6 +312,9 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   Returns a checkpointable `grain.IterDataset`.
   """
   import grain  # lazily: config checks import this module before anything heavy
+  if getattr(items, "pretokenized", False):  # a store's pairs: ids already
+    from jaxgen.data.store import Pretokenized
+    tokenizer = Pretokenized(tokenizer)
   if len(items) < shard_count:
     raise UserError(f"the data has {count(len(items), 'pair')}, fewer than the "
                     f"{shard_count} hosts")
@@ -319,6 +334,13 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   threads = min(prefetch, 4)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
   return ds
+
+
+def decode_examples(items: Sequence, n: int, tokenizer: Any) -> list[tuple[str, str]]:
+  """The first n pairs as texts (a store's are decoded from its ids)."""
+  if getattr(items, "pretokenized", False):
+    return items.texts(n, tokenizer)
+  return list(items[:min(n, len(items))])
 
 
 def encode_source(tokenizer: Any, text: str, source_len: int) -> np.ndarray:

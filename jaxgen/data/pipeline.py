@@ -84,6 +84,9 @@ def make_dataset(docs: Sequence[str], tokenizer: PipelineTokenizer, *,
     raise UserError(f"the data has {count(len(docs), 'document')}, fewer than the "
                     f"{shard_count} hosts that each need some; use more data "
                     "or fewer hosts")
+  if getattr(docs, "pretokenized", False):  # a token store's documents: ids already
+    from jaxgen.data.store import Pretokenized
+    tokenizer = Pretokenized(tokenizer)
   if mode == "windows":
     ds = _windows(docs, tokenizer, seq_len, batch_size, seed, repeat,
                   shard_index, shard_count, prefetch)
@@ -101,7 +104,10 @@ def make_dataset(docs: Sequence[str], tokenizer: PipelineTokenizer, *,
 
 
 def token_stream(docs: Sequence[str], tokenizer: PipelineTokenizer) -> np.ndarray:
-  """All docs' ids concatenated, each doc followed by eos: int32 [n]."""
+  """All docs' ids concatenated, each doc followed by eos: int32 [n] (for a token
+  store's documents, a store.TokenStream read from its memory maps)."""
+  if hasattr(docs, "stream"):
+    return docs.stream()
   eos_1 = np.asarray([tokenizer.eos_id], np.int32)
   parts = []
   for i in range(len(docs)):
@@ -183,8 +189,9 @@ def _split_chunks(chunks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
 
 def _concat(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
             shard_index, shard_count, prefetch) -> grain.IterDataset:
-  stream = token_stream([docs[i] for i in range(shard_index, len(docs), shard_count)],
-                        tokenizer)
+  mine = (docs[shard_index::shard_count] if hasattr(docs, "stream")
+          else [docs[i] for i in range(shard_index, len(docs), shard_count)])
+  stream = token_stream(mine, tokenizer)
   num_chunks = len(stream) // (seq_len + 1)
   if num_chunks < (1 if repeat else batch_size):
     raise UserError(
@@ -192,7 +199,10 @@ def _concat(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
         f"{count(num_chunks, 'chunk')} of "
         f"seq_len+1 = {seq_len + 1}, too few for a batch of {batch_size}; use "
         "more data, a lower data.seq_len or a smaller batch")
-  chunks_NL = stream[:num_chunks * (seq_len + 1)].reshape(num_chunks, seq_len + 1)
+  if isinstance(stream, np.ndarray):
+    chunks_NL = stream[:num_chunks * (seq_len + 1)].reshape(num_chunks, seq_len + 1)
+  else:  # read from the store's memory maps chunk by chunk
+    chunks_NL = _Chunks(stream, seq_len + 1, num_chunks)
   ds = grain.MapDataset.source(chunks_NL)
   if shuffle:
     ds = ds.shuffle(seed % 2**32)  # reshuffled per epoch by repeat
@@ -201,6 +211,21 @@ def _concat(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
   # Batching the MapDataset keeps the iterator state a single index.
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_split_chunks)
   return ds.to_iter_dataset(_read_options(prefetch))
+
+
+class _Chunks(Sequence):
+  """Chunk i of a token stream: tokens [i * width, (i + 1) * width)."""
+
+  def __init__(self, stream, width: int, n: int):
+    self.stream, self.width, self.n = stream, width, n
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    return self.stream.read(i * self.width, self.width)
 
 
 # Packing.

@@ -46,7 +46,8 @@ from jaxgen.errors import UserError
 from jaxgen.messages import count, warn
 
 SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]",
-                "tsv:PATH_OR_GLOB", "synthetic:TASK")  # the last two: pairs (data/pairs.py)
+                "tsv:PATH_OR_GLOB", "synthetic:TASK",  # these two: pairs (data/pairs.py)
+                "store:DIR")  # a token store (data/store.py) of documents or pairs
 SPLITS = ("train", "eval")
 _PROBE_TIMEOUT_S = 5.0  # offline, a download fails this fast instead of after minutes
 # Defaults of the optional data.* keys, for configs written before they existed.
@@ -62,6 +63,9 @@ def documents(data_cfg: Any, split: str) -> Documents:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   scheme, rest = parse_source(data_cfg.source)
+  if scheme == "store":
+    from jaxgen.data import store
+    return store.split_of(data_cfg, split)
   if scheme == "tfds":
     return _tfds_documents(data_cfg, split)
   if scheme == "bundled":
@@ -72,6 +76,11 @@ def documents(data_cfg: Any, split: str) -> Documents:
 def prepare(data_cfg: Any) -> dict[str, dict[str, int]]:
   """Readies the source (prepares TFDS, reads and checks local files); sizes per split."""
   scheme, rest = parse_source(data_cfg.source)
+  if scheme == "store":
+    from jaxgen.data import store
+    splits = {split: store.split_of(data_cfg, split) for split in SPLITS}
+    return {split: {"documents": len(docs), "tokens": len(docs.stream())}
+            for split, docs in splits.items()}
   if scheme == "tfds":
     splits = {split: _tfds_documents(data_cfg, split) for split in SPLITS}
   elif scheme == "bundled":
@@ -123,7 +132,8 @@ def _opt(data_cfg: Any, key: str) -> Any:
 
 def parse_source(source: str) -> tuple[str, str]:
   scheme, sep, rest = str(source).partition(":")
-  forms = dict(zip(("bundled", "text", "jsonl", "tfds", "tsv", "synthetic"), SOURCE_FORMS))
+  forms = dict(zip(("bundled", "text", "jsonl", "tfds", "tsv", "synthetic", "store"),
+                   SOURCE_FORMS))
   if not sep or scheme not in forms:
     raise UserError(f"data.source {source!r} has no known scheme; use one of "
                     f"{', '.join(SOURCE_FORMS)} (e.g. text:data/input.txt)")
@@ -307,7 +317,9 @@ def _read_text_file(path: str, scheme: str = "text") -> str:
     raise UserError(f"data.source path {shown} is a directory; name the files in it, "
                     f"e.g. {scheme}:{os.path.join(path, '*')}")
   try:
-    with open(expanded, "rb") as f:
+    from jaxgen.data import readers  # .gz and .zst are decompressed
+    with (readers.open_binary(expanded) if expanded.endswith(readers.COMPRESSED)
+          else open(expanded, "rb")) as f:
       raw = f.read()
   except OSError as e:
     raise UserError(f"cannot read data.source file {shown}: {e.strerror}; check "

@@ -107,6 +107,8 @@ def build_tokenizer(data_cfg: Any, train_texts: Callable[[], Iterable[str]]) -> 
   `data_cfg.tokenizer_path`: a .model file or a run's tokenizer.json.
   """
   name = data_cfg.tokenizer
+  if str(getattr(data_cfg, "source", "")).startswith("store:"):
+    return _store_tokenizer(data_cfg)
   if name == "char":
     tokenizer = CharTokenizer.from_texts(train_texts())
     if len(tokenizer.chars) > _MANY_CHARS:
@@ -144,6 +146,32 @@ def build_tokenizer(data_cfg: Any, train_texts: Callable[[], Iterable[str]]) -> 
     return HfTokenizer.from_dir(path)
   raise UserError(f"data.tokenizer={name!r} is not a tokenizer; choose one of "
                   f"{', '.join(repr(t) for t in TOKENIZERS)}")
+
+
+def _store_tokenizer(data_cfg: Any) -> Tokenizer:
+  """A token store's own tokenizer, if the config names the same one."""
+  from jaxgen.data.store import open_store
+  store = open_store(str(data_cfg.source).partition(":")[2])
+  tokenizer = store.tokenizer()
+  name = data_cfg.tokenizer
+  path = getattr(data_cfg, "tokenizer_path", "") or ""
+  same = name == tokenizer.kind
+  if same and name in ("sentencepiece", "hf") and path and os.path.exists(
+      os.path.expanduser(path)):
+    same = build_tokenizer(_without_source(data_cfg), lambda: ()) == tokenizer
+  if not same:
+    raise UserError(f"data.source {data_cfg.source!r} was tokenized with {tokenizer!r}, but "
+                    f"data.tokenizer={name!r}"
+                    + (f" (data.tokenizer_path={path})" if path else "")
+                    + f" names another; set data.tokenizer={tokenizer.kind!r} as the store "
+                    "was made, or prepare a store with this tokenizer")
+  return tokenizer
+
+
+def _without_source(data_cfg: Any) -> Any:
+  copy = data_cfg.copy_and_resolve_references() if hasattr(data_cfg, "copy_and_resolve_references") else dict(data_cfg)
+  copy.source = "text:-" if hasattr(copy, "source") else None
+  return copy
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int,
@@ -444,6 +472,15 @@ class SentencePieceTokenizer:
       raise UserError(f"text is not encodable as UTF-8 at position {e.start} "
                       f"({text[e.start]!r}); remove lone surrogates") from None
     return np.asarray(ids, dtype=np.int32).reshape(-1)
+
+  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+    """`encode` of each text in one call on RAYON_NUM_THREADS (or all) threads."""
+    threads = int(os.environ.get("RAYON_NUM_THREADS", 0)) or -1
+    try:
+      batch = self._processor.encode(texts, out_type=int, num_threads=threads)
+    except UnicodeEncodeError:
+      return [self.encode(t) for t in texts]  # names the text that fails
+    return [np.asarray(ids, dtype=np.int32).reshape(-1) for ids in batch]
 
   def decode(self, ids: Any) -> str:
     """Drops pad, BOS and EOS ids and detokenizes the rest."""

@@ -103,7 +103,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
                        repeat=False)
       if cfg.eval.get("full_split_at_end", False):
         full_eval_data = eval_data
-      decode_pairs = list(eval_pairs[:min(cfg.eval.decode_examples, len(eval_pairs))])
+      decode_pairs = pairs.decode_examples(eval_pairs, cfg.eval.decode_examples, tokenizer)
   else:
     train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
     doc_split = train_docs.doc_split
