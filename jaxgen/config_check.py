@@ -92,6 +92,7 @@ _DATA = {
     "mode": _choice("windows", "concat", "pack"),
     "shuffle": _BOOL,
     "prefetch": _int(0, 1024),
+    "max_in_memory_mb": _int(1, 1 << 30),
     "seq_len": _int(1, 1 << 20),
     "source_len": _int(0, 1 << 20, also=((0, "data.seq_len"),)),
     "pair_split": _choice("hashed", "tail"),

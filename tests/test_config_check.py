@@ -49,6 +49,7 @@ BAD = {
     "data.mode": ["random", ""],
     "data.shuffle": [],
     "data.prefetch": ["-1"],
+    "data.max_in_memory_mb": ["0"],
     "data.seq_len": ["0", "-5"],
     "data.source_len": ["-1"],
     "data.pair_split": ["random", ""],

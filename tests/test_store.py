@@ -282,3 +282,16 @@ def test_host_from_env(monkeypatch):
   assert store_prepare.host_from_env(4, None) == (4, 2)
   with pytest.raises(UserError, match="outside"):
     store_prepare.host_from_env(2, None)
+
+
+def test_a_raw_source_over_max_in_memory_mb_is_refused_with_the_prepare_command(tmp_path):
+  (tmp_path / "big.txt").write_text("a line of text to make the file big\n" * 32_000)
+  cfg = _cfg(f"text:{tmp_path}/*.txt", max_in_memory_mb=1)
+  with pytest.raises(UserError, match="1 MB, more than data.max_in_memory_mb=1 .*jaxgen "
+                     "data prepare --config=... --out=DIR"):
+    sources.documents(cfg.data, "train")
+  cfg.data.max_in_memory_mb = 2
+  assert len(sources.documents(cfg.data, "train")) == 1
+  summary = _prepare(_cfg(f"text:{tmp_path}/*.txt", max_in_memory_mb=1), tmp_path / "s",
+                     unit_mb=64)
+  assert summary["documents"] == 1  # prepare streams: the limit is not its

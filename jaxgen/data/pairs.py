@@ -202,7 +202,9 @@ def _tfds_pairs(data_cfg: Any, split: str) -> _TfdsPairs:
 def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
   from jaxgen.data import sources  # the LM sources' file matching and reading
   items = []
-  for path in sources._match_files(pattern, data_cfg.source, scheme):
+  paths = sources._match_files(pattern, data_cfg.source, scheme)
+  sources.check_in_memory_size(data_cfg, paths)
+  for path in paths:
     text = sources._read_text_file(path, scheme)
     if scheme == "tsv":
       items += _tsv_pairs(text, path)

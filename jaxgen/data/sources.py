@@ -161,7 +161,9 @@ def _bundled_documents(data_cfg: Any, name: str, split: str) -> Documents:
 def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documents]:
   source, key = data_cfg.source, _opt(data_cfg, "text_key")
   docs = []
-  for path in _match_files(pattern, source, scheme):
+  paths = _match_files(pattern, source, scheme)
+  check_in_memory_size(data_cfg, paths)
+  for path in paths:
     text = _read_text_file(path, scheme)
     if scheme == "jsonl":
       docs.extend(_jsonl_documents(text, path, key))
@@ -178,6 +180,19 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
   depends_on = rule if len(docs) > 1 and val_fraction > 0 else None
   return {"train": Documents(train, f"{source!r}, split='train'", doc_split=depends_on),
           "eval": Documents(eval_, f"{source!r}, split='eval'", doc_split=depends_on)}
+
+
+def check_in_memory_size(data_cfg: Any, paths: list[str]) -> None:
+  """Refuses local files too large to read into memory (data.max_in_memory_mb)."""
+  limit = data_cfg.get("max_in_memory_mb", 0)
+  sizes = [os.path.getsize(os.path.expanduser(p)) for p in paths
+           if os.path.isfile(os.path.expanduser(p))]
+  if limit and sum(sizes) > limit * 2**20:
+    raise UserError(
+        f"data.source {data_cfg.source!r} is {sum(sizes) / 2**20:,.0f} MB, more than "
+        f"data.max_in_memory_mb={limit} that jaxgen reads into memory; tokenize it once "
+        f"into a token store (`jaxgen data prepare --config=... --out=DIR`, then "
+        f"data.source=store:DIR), or raise data.max_in_memory_mb")
 
 
 def _match_files(pattern: str, source: str, scheme: str) -> list[str]:

@@ -149,10 +149,13 @@ def _tokenizer(cfg, directory: pathlib.Path, units, workers: int, num_hosts: int
     if not vocab_size:
       raise UserError(f"data.tokenizer_path={d.tokenizer_path} does not exist yet; give "
                       "--vocab_size=N to train it here from the train split first")
+    import ml_collections
     from jaxgen.commands import tokenizer_train
     messages.hint(f"training a SentencePiece model of {vocab_size:,} pieces into "
                   f"{d.tokenizer_path} from the train split first")
-    tokenizer_train(cfg, vocab_size)
+    whole = ml_collections.ConfigDict(cfg.to_dict())
+    whole.data.max_in_memory_mb = 0  # SentencePiece trains in memory, on the train split
+    tokenizer_train(whole, vocab_size)
     tokenizer = tok.build_tokenizer(d, lambda: ())
   else:
     tokenizer = tok.build_tokenizer(d, lambda: ())
