@@ -9,6 +9,9 @@ then pulls batches from `make_dataset(mode="pack")` over its paragraphs
 Reports the median batch-token rate over `--windows` timed windows after a
 warm-up, and compares it with what the CPU recipe consumes (12 * 64 tokens per
 ~42 ms step, about 18,300 tokens/s).
+
+Reading from a token store (windows and pack, 32 x 1024, beside the in-memory path on
+the same documents) is measured by `benchmarks/token_store.py --what=input`.
 """
 
 from __future__ import annotations
