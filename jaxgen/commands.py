@@ -17,6 +17,12 @@ from jaxgen.messages import count
 def data_prepare(cfg: ml_collections.ConfigDict) -> dict:
   """Readies `data.source` (downloads and prepares TFDS data sets) and prints its sizes."""
   from jaxgen.data import pairs
+  if cfg.data.get("mixture", ""):  # each component, as if it were data.source
+    from jaxgen.data import mixture
+    return {c.name: data_prepare(ml_collections.ConfigDict({**cfg.to_dict(),
+                                                            "data": mixture.component_cfg(
+                                                                cfg.data, c).to_dict()}))
+            for c in mixture.parse(cfg.data.mixture)}
   if pairs.is_paired(cfg.data):
     sizes = {}
     for split in ("train", "eval"):
@@ -71,6 +77,9 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
           print(f"{row}{tokenizer.decode(src)!r} -> {tokenizer.decode(tgt)!r} ({len(src)} "
                 f"-> {count(len(tgt), 'token')}, eos included)", flush=True)
     return
+  if d.get("mixture", ""):
+    _inspect_mixture(cfg, num_batches)
+    return
   train_docs = sources.documents(d, "train")
   tokenizer = build_tokenizer(
       d, lambda: itertools.chain(train_docs, sources.documents(d, "eval")))
@@ -81,6 +90,32 @@ def data_inspect(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
         f"mode {d.mode!r}", flush=True)
   for i, batch in enumerate(itertools.islice(iter(dataset), max(1, num_batches))):
     print(f"=== batch {i} ===\n{describe(batch, tokenizer)}", flush=True)
+
+
+def _inspect_mixture(cfg: ml_collections.ConfigDict, num_batches: int) -> None:
+  from jaxgen.data import mixture
+  from jaxgen.data.pipeline import describe
+  d = cfg.data
+  parts = [(c, mixture.component_cfg(d, c)) for c in mixture.parse(d.mixture)]
+  train = [(c, sources.documents(cd, "train")) for c, cd in parts]
+  raw = [cd for _, cd in parts if not str(cd.source).startswith("store:")]
+  # The vocabulary training builds: every raw component's train and eval documents.
+  tokenizer = mixture.tokenizer(parts, lambda: itertools.chain(
+      *(sources.documents(cd, split) for cd in raw for split in sources.SPLITS)))
+  dataset = mixture.make_dataset(train, tokenizer, seq_len=d.seq_len,
+                                 batch_size=cfg.train.batch_size, mode=d.mode,
+                                 seed=cfg.train.seed, shuffle=d.shuffle, prefetch=0)
+  print(f"data.mixture of {count(len(parts), 'source')}, tokenizer {tokenizer!r}, mode "
+        f"{d.mode!r}: " + ", ".join(f"{c.name} = {c.source} (weight {c.weight:g}, "
+                                    f"{count(len(docs), 'training document')})"
+                                    for c, docs in train), flush=True)
+  it = iter(dataset)
+  for i in range(max(1, num_batches)):
+    batch = next(it)
+    drawn = ", ".join(f"{k} {v:,}" for k, v in it.drawn_tokens().items())
+    print(f"=== batch {i} === (tokens drawn so far: {drawn})\n{describe(batch, tokenizer)}",
+          flush=True)
+  it.close()
 
 
 def tokenizer_train(cfg: ml_collections.ConfigDict, vocab_size: int) -> pathlib.Path:

@@ -93,6 +93,8 @@ _DATA = {
     "shuffle": _BOOL,
     "prefetch": _int(0, 1024),
     "max_in_memory_mb": _int(1, 1 << 30),
+    "mixture": Rule(str, what="SOURCE:WEIGHT,... (e.g. 'store:/d/web:0.7,store:/d/code:0.3') "
+                    "or ''"),
     "seq_len": _int(1, 1 << 20),
     "source_len": _int(0, 1 << 20, also=((0, "data.seq_len"),)),
     "pair_split": _choice("hashed", "tail"),
@@ -351,8 +353,28 @@ def _check_relations(cfg: Any) -> None:
            "(the tokenizer's) or a size at least the tokenizer's")
 
 
+def _check_mixture(d: Any, m: Any) -> None:
+  """A mixture's components: document sources, for a language model."""
+  from jaxgen.data import mixture
+  for component in mixture.parse(d.mixture):
+    c = mixture.component_cfg(d, component)
+    try:
+      sources.parse_source(c.source)
+    except UserError as e:
+      raise UserError(f"data.mixture component {component.source!r}: {e}") from None
+    require(not pairs.is_paired(c),
+            f"data.mixture component {component.source!r} gives (source, target) pairs; a "
+            "mixture draws from document sources for a language model")
+  require(m.type not in CONDITIONAL_TYPES,
+          f"data.mixture mixes document sources, which model.type={m.type!r} cannot read; "
+          "train it on one paired data.source")
+
+
 def _check_pairs(d: Any, m: Any) -> None:
   """A conditional model reads pairs, a language model documents."""
+  if d.get("mixture", ""):
+    _check_mixture(d, m)
+    return
   paired = pairs.is_paired(d)
   if m.type in CONDITIONAL_TYPES:
     require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "

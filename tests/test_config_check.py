@@ -50,6 +50,8 @@ BAD = {
     "data.shuffle": [],
     "data.prefetch": ["-1"],
     "data.max_in_memory_mb": ["0"],
+    "data.mixture": [",", "text:a.txt", "text:a.txt:0", "text:a.txt:-1", "nope:x:1",
+                     "synthetic:copy:1"],
     "data.seq_len": ["0", "-5"],
     "data.source_len": ["-1"],
     "data.pair_split": ["random", ""],

@@ -58,6 +58,10 @@ def prepare(cfg, out: str, *, workers: int = 0, num_hosts: int = 1, host_index: 
             vocab_size: int | None = None, command: str = "", as_json: bool = False) -> dict:
   """Builds (this host's share of) the store; returns the summary it prints."""
   d = cfg.data
+  if d.get("mixture", ""):
+    raise UserError("data prepare --out tokenizes one source; a mixture's components each "
+                    "get their own store: run it once per component with "
+                    "--config.data.source=SOURCE --config.data.mixture= --out=DIR")
   directory = pathlib.Path(os.path.expanduser(out))
   unit_bytes = max(1, int(unit_mb * (1 << 20)))
   task = readers.task_of(d)

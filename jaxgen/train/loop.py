@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxgen import config_check
 from jaxgen import metrics as metrics_lib
-from jaxgen.data import pairs, sources
+from jaxgen.data import mixture, pairs, sources
 from jaxgen.data.pipeline import make_dataset, windows_state
 from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
                                    tokenizer_from_spec)
@@ -36,7 +36,7 @@ from jaxgen.messages import count
 
 # Keys that define the stream of training batches: a resumed run whose
 # config changes one of them could not continue where it stopped.
-_STREAM_KEYS = ("data.source", "data.train_split", "data.tokenizer", "data.mode",
+_STREAM_KEYS = ("data.source", "data.mixture", "data.train_split", "data.tokenizer", "data.mode",
                 "data.seq_len", "data.source_len", "data.val_fraction", "data.pair_split",
                 "data.doc_split",
                 "data.source_key", "data.target_key", "data.synthetic_seed",
@@ -66,6 +66,8 @@ class Setup:
   # The data.doc_split rule the documents' split depends on; None where none would
   # change it (pairs, TFDS, bundled, one document, val_fraction 0).
   doc_split: str | None = None
+  # A mixture's validation: (component, sampled batches, one whole pass or None) each.
+  eval_parts: list = dataclasses.field(default_factory=list)
 
 
 def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
@@ -86,6 +88,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
 
   d = cfg.data
   decode_pairs, source_len, doc_split = [], d.get("source_len", 0) or d.seq_len, None
+  eval_parts = []
   if pairs.is_paired(d):
     train_pairs, eval_pairs = pairs.train_and_eval(d)
     tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
@@ -105,28 +108,48 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
         full_eval_data = eval_data
       decode_pairs = pairs.decode_examples(eval_pairs, cfg.eval.decode_examples, tokenizer)
   else:
-    train_docs, eval_docs = sources.documents(d, "train"), sources.documents(d, "eval")
-    doc_split = train_docs.doc_split
+    if d.get("mixture", ""):
+      parts = [(c, mixture.component_cfg(d, c)) for c in mixture.parse(d.mixture)]
+    else:
+      parts = [(None, d)]
+    train_docs = [(c, sources.documents(cd, "train")) for c, cd in parts]
+    eval_docs = [(c, sources.documents(cd, "eval")) for c, cd in parts]
+    doc_split = next((docs.doc_split for _, docs in train_docs
+                      if getattr(docs, "doc_split", None)), None)
     # A character vocabulary covers the validation text too, as nanoGPT's does.
-    tokenizer = build_tokenizer(d, lambda: itertools.chain(train_docs, eval_docs))
+    texts = lambda: itertools.chain(*(docs for _, docs in train_docs + eval_docs
+                                      if not getattr(docs, "pretokenized", False)))
+    tokenizer = (build_tokenizer(d, texts) if parts[0][0] is None
+                 else mixture.tokenizer(parts, texts))
     data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len,
                              mode=d.mode, shard_index=jax.process_index(), shard_count=hosts,
                              prefetch=d.prefetch)
-    train_data = data(train_docs, batch_size=t.batch_size // hosts, seed=t.seed,
-                      shuffle=d.shuffle)
+    if parts[0][0] is None:
+      train_data = data(train_docs[0][1], batch_size=t.batch_size // hosts, seed=t.seed,
+                        shuffle=d.shuffle)
+    else:
+      train_data = mixture.make_dataset(
+          train_docs, tokenizer, seq_len=d.seq_len, batch_size=t.batch_size // hosts,
+          mode=d.mode, seed=t.seed, shuffle=d.shuffle, shard_index=jax.process_index(),
+          shard_count=hosts, prefetch=d.prefetch)
     eval_data = full_eval_data = None
     if cfg.eval.every_steps and cfg.eval.steps:
-      # Unshuffled and from the start every time: each evaluation sees the same batches.
-      eval_data = data(eval_docs, batch_size=eval_batch // hosts, seed=t.seed + 1,
-                       shuffle=False)
-      if cfg.eval.get("full_split_at_end", False):
-        full_eval_data = _full_pass(data, eval_docs, eval_batch, d.mode)
+      full = cfg.eval.get("full_split_at_end", False)
+      for c, docs in eval_docs:
+        # Unshuffled and from the start every time: each evaluation sees the same batches.
+        eval_data = data(docs, batch_size=eval_batch // hosts, seed=t.seed + 1,
+                         shuffle=False)
+        full_eval_data = _full_pass(data, docs, eval_batch, d.mode) if full else None
+        if c is not None:
+          eval_parts.append((c, eval_data, full_eval_data))
+      if eval_parts:
+        eval_data = full_eval_data = None
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len, source_len)
   # The process count says whose iterator positions a checkpoint holds.
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
           "processes": hosts}
   return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
-               meta, decode_pairs, source_len, doc_split)
+               meta, decode_pairs, source_len, doc_split, eval_parts)
 
 
 def _full_pass(data, docs, batch_size: int, mode: str):
@@ -202,12 +225,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       for step in range(int(state.step), t.steps):
         batch = sharding.put_batch(next(train_iter), batch_sh)
         state, step_metrics = train_step(state, batch)
+        drawn = _drawn_tokens(train_iter)
         # Fetching the previous step's metrics only now keeps one step queued
         # behind the running one: the device never waits for the host, and no
         # more than two steps are ever in flight.
         if pending is not None:
           last.update(_report(writer, *pending))
-        pending = (step + 1, step_metrics)
+        pending = (step + 1, step_metrics, drawn)
         last_step = step + 1 == t.steps
         stopping = stop.should_stop(step + 1)
         save = last_step or stopping or ckpt.due(step + 1)
@@ -220,9 +244,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           pending = None
         val_loss = None
         if evaluate_now:  # the sampled loss first: the checkpoint ranks by it
-          with writer.progress(f"eval step {step + 1}", cfg.eval.steps) as progress:
-            val_loss = evaluate(eval_step, state.params, s.eval_data, cfg.eval.steps, batch_sh,
-                                progress=progress)
+          val_loss, val_parts = _validate(s, cfg, writer, step + 1, eval_step, state.params,
+                                          batch_sh)
           last["val_loss"] = val_loss
         if save:
           ckpt.save(step + 1, state, meta=s.meta, val_loss=val_loss,
@@ -234,7 +257,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           ckpt.close()
           ckpt_open, trained_to_end = False, True
         if evaluate_now:
-          record = {"val_loss": val_loss}
+          record = {"val_loss": val_loss, **val_parts}
           if s.decode_pairs:
             record.update(decoded_metrics(s, graphdef, state.params))
             last.update(record)
@@ -278,16 +301,28 @@ def _end_of_run(cfg, s: Setup, writer, stop, eval_step, graphdef, params, batch_
   # agreed at one of them, as during training (StopRequest.should_stop).
   checks = itertools.count(cfg.train.steps + 1)
   skipped = None
-  if full_split and s.full_eval_data is not None:
+  full = ([(None, s.full_eval_data)] if s.full_eval_data is not None else
+          [(c, ds) for c, _, ds in s.eval_parts]
+          if all(ds is not None for _, _, ds in s.eval_parts) else [])
+  if full_split and full:
     max_batches = full_split_batches(cfg)
-    with writer.progress(f"eval full split @ step {cfg.train.steps}", max_batches) as progress:
-      sums = loss_sums(eval_step, params, s.full_eval_data, max_batches, batch_sh,
-                       progress=progress, should_stop=lambda: stop.should_stop(next(checks)))
-    if sums is None:
-      skipped = "evaluation" + (" and sample" if cfg.sample.num_tokens > 0 else "")
-    else:
-      out["val_loss_full_split"] = float(sums[0] / sums[1])
-      out["val_full_split_tokens"] = int(round(sums[1]))
+    per_part = []
+    for c, ds in full:
+      what = f"eval full split{f' of {c.name}' if c else ''} @ step {cfg.train.steps}"
+      with writer.progress(what, max_batches) as progress:
+        sums = loss_sums(eval_step, params, ds, max_batches, batch_sh, progress=progress,
+                         should_stop=lambda: stop.should_stop(next(checks)))
+      if sums is None:
+        skipped = "evaluation" + (" and sample" if cfg.sample.num_tokens > 0 else "")
+        break
+      per_part.append((c, float(sums[0] / sums[1]), int(round(sums[1]))))
+    if skipped is None:
+      if per_part[0][0] is None:
+        out["val_loss_full_split"] = per_part[0][1]
+      else:  # a mixture: each component's, and their weighted mean
+        out.update((f"val_loss_full_split_{c.name}", loss) for c, loss, _ in per_part)
+        out["val_loss_full_split"] = mixture.mixed_loss([(c, l) for c, l, _ in per_part])
+      out["val_full_split_tokens"] = sum(n for _, _, n in per_part)
       writer.eval(cfg.train.steps, dict(out))
   if skipped is None and cfg.sample.num_tokens > 0:
     if stop.should_stop(next(checks)):
@@ -303,8 +338,34 @@ def _end_of_run(cfg, s: Setup, writer, stop, eval_step, graphdef, params, batch_
   return out
 
 
-def _report(writer, step: int, device_metrics) -> dict:
+def _validate(s: Setup, cfg, writer, step: int, eval_step, params, batch_sh
+              ) -> tuple[float, dict]:
+  """The sampled validation loss and, for a mixture, each component's (val_loss_NAME);
+  a mixture's val_loss is their weighted mean."""
+  n = cfg.eval.steps
+  parts = s.eval_parts or [(None, s.eval_data, None)]
+  with writer.progress(f"eval step {step}", n * len(parts)) as progress:
+    losses = [(c, evaluate(eval_step, params, ds, n, batch_sh, progress=progress))
+              for c, ds, _ in parts]
+  if not s.eval_parts:
+    return losses[0][1], {}
+  return mixture.mixed_loss(losses), {f"val_loss_{c.name}": loss for c, loss in losses}
+
+
+def _drawn_tokens(train_iter) -> dict[str, int] | None:
+  """A mixture's tokens drawn by this process from each component so far."""
+  drawn = getattr(train_iter, "drawn_tokens", None)
+  return None if drawn is None else drawn()
+
+
+def _report(writer, step: int, device_metrics, drawn: dict | None = None) -> dict:
   m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+  if drawn:  # every process reports at the same steps, so all join the gather
+    values = np.asarray(list(drawn.values()), np.int64)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      values = np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+    m.update((f"tokens_{name}", int(v)) for name, v in zip(drawn, values))
   if not (math.isfinite(m["train_loss"]) and math.isfinite(m["grad_norm"])):
     writer.train(step, m)
     raise UserError(f"training diverged at step {step}: train_loss={m['train_loss']}, "
