@@ -167,7 +167,7 @@ def test_training_on_a_mixture_logs_components_and_resumes(tmp_path):
                                + 0.25 * r["val_loss_code"], rtol=1e-6)
 
 
-def test_mixture_refuses_pairs_and_different_tokenizers(tmp_path):
+def test_mixture_refuses_paired_components(tmp_path):
   from jaxgen import config_check
   from tests.helpers import tiny_transformer_config
   (tmp_path / "p.tsv").write_text("a\tb\n" * 10)
