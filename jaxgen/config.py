@@ -51,7 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.shuffle = True  # concat/pack: reshuffle every epoch
   c.data.prefetch = 2  # batches prepared ahead in background threads
   # Local text/jsonl/tsv files are read into memory; more than this many MB of them is
-  # refused in one line that gives the `jaxgen data prepare` command (a token store).
+  # refused in one line that gives the `jaxgen data prepare` command (a token store),
+  # except text/jsonl documents in data.mode='pack', read lazily (data/lazy_files.py).
   c.data.max_in_memory_mb = 512
   c.data.seq_len = 64  # training window (context) length; with pairs, the target length
   # Paired sources (conditional generation, see jaxgen/data/pairs.py): tsv:PATH_OR_GLOB,

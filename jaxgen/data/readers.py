@@ -73,7 +73,7 @@ def plan_units(data_cfg: Any, unit_bytes: int) -> list[Unit]:
     return [Unit(i, "bundled", split=split) for i, split in enumerate(sources.SPLITS)]
   if scheme == "tfds":
     return _tfds_units(data_cfg, unit_bytes)
-  lines = scheme in _LINE_SCHEMES or bool(data_cfg.get("text_lines", False))
+  lines = _by_lines(data_cfg, scheme)
   paths = sources._match_files(rest, data_cfg.source, scheme)
   for path in paths:
     _check_file(path, scheme)
@@ -125,14 +125,37 @@ def read_unit(data_cfg: Any, unit: Unit) -> Iterator[Any]:
     for i in range(unit.start, unit.end):
       yield records[i]
     return
+  for *_, record in located_records(data_cfg, unit):
+    yield record
+
+
+def located_records(data_cfg: Any, unit: Unit) -> Iterator[tuple[str, int, int, Any]]:
+  """A "files" unit's records with where they are: (path, byte offset, bytes, record);
+  a whole-file document has offset 0 and bytes -1. `record_at` reads one back."""
   scheme = sources.parse_source(data_cfg.source)[0]
   paired = task_of(data_cfg) == "seq2seq"
   for path, start, end in unit.ranges:
-    if end is None and not (scheme in _LINE_SCHEMES or data_cfg.get("text_lines", False)):
-      yield _whole_document(path)
+    if end is None and not _by_lines(data_cfg, scheme):
+      yield path, 0, -1, _whole_document(path)
       continue
     for offset, raw in _lines(path, start, end):
-      yield from _parse_line(data_cfg, scheme, paired, path, offset, raw)
+      for record in _parse_line(data_cfg, scheme, paired, path, offset, raw):
+        yield path, offset, len(raw), record
+
+
+def record_at(data_cfg: Any, path: str, offset: int, nbytes: int) -> Any:
+  """The document that `located_records` found at (path, offset, nbytes)."""
+  if nbytes < 0:
+    return _whole_document(path)
+  with _opened(path) as f:
+    f.seek(offset)
+    raw = f.read(nbytes)
+  scheme = sources.parse_source(data_cfg.source)[0]
+  return next(_parse_line(data_cfg, scheme, False, path, offset, raw))
+
+
+def _by_lines(data_cfg: Any, scheme: str) -> bool:
+  return scheme in _LINE_SCHEMES or bool(data_cfg.get("text_lines", False))
 
 
 def _parse_line(data_cfg, scheme, paired, path, offset, raw: bytes):

@@ -162,7 +162,10 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
   source, key = data_cfg.source, _opt(data_cfg, "text_key")
   docs = []
   paths = _match_files(pattern, source, scheme)
-  check_in_memory_size(data_cfg, paths)
+  if data_cfg.get("mode", "") == "pack" and _too_large(data_cfg, paths):
+    from jaxgen.data import lazy_files  # pack reads one document at a time: no limit
+    return lazy_files.splits(data_cfg, scheme, paths)
+  check_in_memory_size(data_cfg, paths, lazy_pack=scheme in ("text", "jsonl"))
   for path in paths:
     text = _read_text_file(path, scheme)
     if scheme == "jsonl":
@@ -182,17 +185,27 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
           "eval": Documents(eval_, f"{source!r}, split='eval'", doc_split=depends_on)}
 
 
-def check_in_memory_size(data_cfg: Any, paths: list[str]) -> None:
-  """Refuses local files too large to read into memory (data.max_in_memory_mb)."""
+def _size(paths: list[str]) -> int:
+  return sum(os.path.getsize(os.path.expanduser(p)) for p in paths
+             if os.path.isfile(os.path.expanduser(p)))
+
+
+def _too_large(data_cfg: Any, paths: list[str]) -> bool:
   limit = data_cfg.get("max_in_memory_mb", 0)
-  sizes = [os.path.getsize(os.path.expanduser(p)) for p in paths
-           if os.path.isfile(os.path.expanduser(p))]
-  if limit and sum(sizes) > limit * 2**20:
+  return bool(limit) and _size(paths) > limit * 2**20
+
+
+def check_in_memory_size(data_cfg: Any, paths: list[str], lazy_pack: bool = False) -> None:
+  """Refuses local files too large to read into memory (data.max_in_memory_mb);
+  `lazy_pack`: the message says that pack mode would read them lazily."""
+  if _too_large(data_cfg, paths):
+    mode = data_cfg.get("mode", "windows")
     raise UserError(
-        f"data.source {data_cfg.source!r} is {sum(sizes) / 2**20:,.0f} MB, more than "
-        f"data.max_in_memory_mb={limit} that jaxgen reads into memory; tokenize it once "
-        f"into a token store (`jaxgen data prepare --config=... --out=DIR`, then "
-        f"data.source=store:DIR), or raise data.max_in_memory_mb")
+        f"data.source {data_cfg.source!r} is {_size(paths) / 2**20:,.0f} MB, more than "
+        f"data.max_in_memory_mb={data_cfg.max_in_memory_mb} that jaxgen reads into memory"
+        + (f" for data.mode={mode!r} (data.mode='pack' reads it lazily)" if lazy_pack else "")
+        + "; tokenize it once into a token store (`jaxgen data prepare --config=... "
+        "--out=DIR`, then data.source=store:DIR), or raise data.max_in_memory_mb")
 
 
 def _match_files(pattern: str, source: str, scheme: str) -> list[str]:

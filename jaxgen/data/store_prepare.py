@@ -417,28 +417,9 @@ def _count_tokens(directory, shards, rows: np.ndarray, features) -> int:
 
 def _document_split(d, directory, units, records, keys, tokenizer, shards) -> dict:
   """data/sources.py's rules over the documents' (hash, length) keys."""
-  from jaxgen.data import sources
   n = len(records)
-  val_fraction, rule = d.val_fraction, d.get("doc_split", "tail")
-  sources._check_val_fraction(val_fraction)
   lengths = keys[:, 1].astype(np.int64)
-  head = np.full(n, -1, np.int64)  # -1: trains whole; else its first `head` chars train
-  if val_fraction > 0 and n == 1:
-    head[0] = int(lengths[0] * (1.0 - val_fraction))
-    if head[0] == 0 or head[0] == lengths[0]:
-      raise UserError(f"data.source {d.source!r} is one document of "
-                      f"{count(int(lengths[0]), 'character')}, too short to split with "
-                      f"data.val_fraction={val_fraction}; use a longer text or another "
-                      "val_fraction")
-  elif val_fraction > 0 and rule == "hashed":
-    head = _hashed_heads(keys[:, 0], lengths, val_fraction, d.source, n)
-  elif val_fraction > 0:
-    n_eval = max(1, math.ceil(val_fraction * n - 1e-9))
-    if n_eval >= n:
-      raise UserError(f"data.source {d.source!r} has {count(n, 'document')}; "
-                      f"data.val_fraction={val_fraction} would leave none to train on; "
-                      "add documents or lower val_fraction")
-    head[n - n_eval:] = 0
+  head = split_heads(d, keys[:, 0], lengths)
   cut = np.flatnonzero(head > 0)
   train = [records[i] for i in range(n) if head[i] != 0]
   eval_ = [records[i] for i in range(n) if head[i] >= 0]
@@ -455,12 +436,40 @@ def _document_split(d, directory, units, records, keys, tokenizer, shards) -> di
              for i in range(n) if head[i] != 0]
     eval_ = [np.array([shard_no, 2 * where[i] + 1]) if i in where else records[i]
              for i in range(n) if head[i] >= 0]
+  return {"train": _rows(train), "eval": _rows(eval_)}
+
+
+def split_heads(d, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """data/sources.py's split of local documents from their (hash, length) keys: per
+  document -1 (it trains whole), 0 (it evaluates whole) or h > 0 (its first h characters
+  train, the rest evaluate)."""
+  from jaxgen.data import sources
+  n = len(lengths)
+  val_fraction, rule = d.val_fraction, d.get("doc_split", "tail")
+  sources._check_val_fraction(val_fraction)
+  head = np.full(n, -1, np.int64)
+  if val_fraction > 0 and n == 1:
+    head[0] = int(lengths[0] * (1.0 - val_fraction))
+    if head[0] == 0 or head[0] == lengths[0]:
+      raise UserError(f"data.source {d.source!r} is one document of "
+                      f"{count(int(lengths[0]), 'character')}, too short to split with "
+                      f"data.val_fraction={val_fraction}; use a longer text or another "
+                      "val_fraction")
+  elif val_fraction > 0 and rule == "hashed":
+    head = _hashed_heads(hashes, lengths, val_fraction, d.source, n)
+  elif val_fraction > 0:
+    n_eval = max(1, math.ceil(val_fraction * n - 1e-9))
+    if n_eval >= n:
+      raise UserError(f"data.source {d.source!r} has {count(n, 'document')}; "
+                      f"data.val_fraction={val_fraction} would leave none to train on; "
+                      "add documents or lower val_fraction")
+    head[n - n_eval:] = 0
   total, held = int(lengths.sum()), int(np.sum(np.where(head >= 0, lengths - np.maximum(head, 0), 0)))
   if held > 2 * val_fraction * total + 1:
     messages.warn(f"data.source {d.source!r} holds out {held:,} of its "
                   f"{count(total, 'character')} ({held / total:.0%}) for validation, more "
                   f"than twice data.val_fraction={val_fraction}")
-  return {"train": _rows(train), "eval": _rows(eval_)}
+  return head
 
 
 def _rows(rows) -> np.ndarray:
