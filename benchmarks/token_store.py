@@ -4,6 +4,7 @@
   python benchmarks/token_store.py --what=memory --mb=200,2000 # prepare's peak RSS
   python benchmarks/token_store.py --what=input --mb=100       # batches/s from a store
   python benchmarks/token_store.py --what=startup --mb=20,2000 # first batch, fresh process
+  python benchmarks/token_store.py --what=lazy --mb=200,2000    # pack over raw jsonl, no store
 
 The corpora are made here from this Python's standard-library sources (one
 document per .py file, copies told apart by a marker line), as jsonl under
@@ -20,6 +21,9 @@ input: tokens/s of 32 x 1024 batches (windows, pack) from a byte store, beside
 the in-memory path on the same documents (its tokenization not timed).
 startup: a fresh process's time to its first 32 x 1024 batch from a byte store
 (imports included) and its peak RSS, median of 3, per store size and mode.
+lazy: pack mode straight from the raw jsonl, larger than data.max_in_memory_mb
+(64 here): a fresh process's time to index it, to its first 32 x 1024 batch, its
+peak RSS, and the pack tokens/s that follow (byte tokenizer, hashed split).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-_WHAT = flags.DEFINE_enum("what", "prepare", ["prepare", "memory", "input", "startup"],
+_WHAT = flags.DEFINE_enum("what", "prepare", ["prepare", "memory", "input", "startup", "lazy"],
                           "What to measure.")
 _MB = flags.DEFINE_string("mb", "20", "Corpus size(s) in MB, comma-separated.")
 _DIR = flags.DEFINE_string("dir", "/tmp/jaxgen_store_bench", "Where corpora and stores go.")
@@ -242,6 +246,44 @@ def measure_startup(sizes: list[int]) -> dict:
   return out
 
 
+_LAZY = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from jaxgen import config
+from jaxgen.data import sources
+from jaxgen.data.pipeline import make_dataset
+from jaxgen.data.tokenizer import ByteTokenizer
+d = config.base_config().data
+d.update(source="jsonl:" + sys.argv[1], mode="pack", tokenizer="byte", doc_split="hashed",
+         max_in_memory_mb=64)
+docs = sources.documents(d, "train")
+indexed = time.perf_counter() - t0
+it = iter(make_dataset(docs, ByteTokenizer(), seq_len=1024, batch_size=32, mode="pack", seed=0))
+next(it)
+first = time.perf_counter() - t0
+n, start = 0, time.perf_counter()
+while time.perf_counter() - start < float(sys.argv[2]):
+  n += int(next(it)["weights"].sum())
+rate = n / (time.perf_counter() - start)
+it.close()
+print(json.dumps([type(docs).__name__, len(docs), indexed, first,
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rate]))
+"""
+
+
+def measure_lazy(sizes: list[int]) -> dict:
+  out = {}
+  for mb in sizes:
+    path = corpus(mb)
+    kind, docs, indexed, first, rss, rate = json.loads(subprocess.run(
+        [sys.executable, "-c", _LAZY, str(path), str(_SECONDS.value)], cwd=_REPO, capture_output=True, text=True,
+        check=True).stdout)
+    out[f"{mb}mb"] = {"documents": docs, "reader": kind, "index_s": round(indexed, 2),
+                      "first_batch_s": round(first, 2), "peak_rss_mb": round(rss),
+                      "pack_real_tokens_per_s": round(rate)}
+  return out
+
+
 def main(argv):
   del argv
   sizes = [int(x) for x in _MB.value.split(",")]
@@ -255,6 +297,8 @@ def main(argv):
     result.update(measure_memory(sizes))
   elif _WHAT.value == "startup":
     result.update(measure_startup(sizes))
+  elif _WHAT.value == "lazy":
+    result.update(measure_lazy(sizes))
   else:
     result.update(measure_input(sizes[0]))
   print(json.dumps(result), flush=True)
