@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   # bundled:NAME | tfds:NAME[:VERSION] | text:PATH_OR_GLOB | jsonl:PATH_OR_GLOB.
   # bundled:tiny_shakespeare ships with jaxgen: TFDS's tiny_shakespeare, offline.
   c.data.source = "bundled:tiny_shakespeare"
+  c.data.task = ""  # 'lm' | 'seq2seq' (jaxgen/tasks.py); '' = the one data.source implies
   # e.g. 'store:/d/web:0.7,store:/d/code:0.3' (data/mixture.py); '' trains on data.source
   c.data.mixture = ""  # document sources drawn from by weight, instead of data.source
   c.data.train_split = "train"  # tfds and bundled split names

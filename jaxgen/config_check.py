@@ -93,6 +93,7 @@ _DATA = {
     "shuffle": _BOOL,
     "prefetch": _int(0, 1024),
     "max_in_memory_mb": _int(1, 1 << 30),
+    "task": _choice("", "lm", "seq2seq"),
     "mixture": Rule(str, what="SOURCE:WEIGHT,... (e.g. 'store:/d/web:0.7,store:/d/code:0.3') "
                     "or ''"),
     "seq_len": _int(1, 1 << 20),
@@ -355,7 +356,9 @@ def _check_relations(cfg: Any) -> None:
 
 def _check_mixture(d: Any, m: Any) -> None:
   """A mixture's components: document sources, for a language model."""
+  from jaxgen import tasks
   from jaxgen.data import mixture
+  tasks.task_of(d)  # a mixture is a language model's
   for component in mixture.parse(d.mixture):
     c = mixture.component_cfg(d, component)
     try:
@@ -375,7 +378,8 @@ def _check_pairs(d: Any, m: Any) -> None:
   if d.get("mixture", ""):
     _check_mixture(d, m)
     return
-  paired = pairs.is_paired(d)
+  from jaxgen import tasks
+  paired = tasks.task_of(d).conditional
   if m.type in CONDITIONAL_TYPES:
     require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "
             f"data, but data.source={d.source!r} gives documents; use synthetic:TASK, "

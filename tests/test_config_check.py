@@ -50,6 +50,7 @@ BAD = {
     "data.shuffle": [],
     "data.prefetch": ["-1"],
     "data.max_in_memory_mb": ["0"],
+    "data.task": ["chat", "seq2seq"],  # seq2seq: the recipe's source gives documents
     "data.mixture": [",", "text:a.txt", "text:a.txt:0", "text:a.txt:-1", "nope:x:1",
                      "synthetic:copy:1"],
     "data.seq_len": ["0", "-5"],

@@ -15,15 +15,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgen import config_check
+from jaxgen import config_check, tasks
 from jaxgen import metrics as metrics_lib
-from jaxgen.data import mixture, pairs, sources
-from jaxgen.data.pipeline import make_dataset, windows_state
-from jaxgen.data.tokenizer import (Tokenizer, build_tokenizer, prompt_start,
-                                   tokenizer_from_spec)
+from jaxgen.data import mixture, pairs
+from jaxgen.data.pipeline import windows_state
+from jaxgen.data.tokenizer import Tokenizer, tokenizer_from_spec
 from jaxgen.errors import UserError
-from jaxgen.models.factory import ModelConfig, context_limit, model_config
-from jaxgen.sample.decode import generate
+from jaxgen.models.factory import ModelConfig, model_config
 from jaxgen.train import sharding
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.evaluation import (close_iterator, decoded_metrics, evaluate,
@@ -33,15 +31,6 @@ from jaxgen.train.preemption import StopRequest
 from jaxgen.train.state import count_params, create_train_state, model_flops_per_token
 from jaxgen.train.step import jit_train_step, make_eval_step
 from jaxgen.messages import count
-
-# Keys that define the stream of training batches: a resumed run whose
-# config changes one of them could not continue where it stopped.
-_STREAM_KEYS = ("data.source", "data.mixture", "data.train_split", "data.tokenizer", "data.mode",
-                "data.seq_len", "data.source_len", "data.val_fraction", "data.pair_split",
-                "data.doc_split",
-                "data.source_key", "data.target_key", "data.synthetic_seed",
-                "data.synthetic_min_len", "data.synthetic_max_len", "data.synthetic_symbols",
-                "data.synthetic_train_examples", "train.batch_size", "train.seed")
 
 # What a jaxgen without a stream key did, where it matters: pair files, and local
 # sources of several documents, split at their tail.
@@ -60,6 +49,7 @@ class Setup:
   mesh: jax.sharding.Mesh
   rules: tuple
   meta: dict  # saved with every checkpoint: the config and the tokenizer
+  task: Any  # tasks.task_of(cfg.data)
   # Paired data: the validation pairs decoded for text metrics at each evaluation.
   decode_pairs: list = dataclasses.field(default_factory=list)
   source_len: int = 0
@@ -77,96 +67,26 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   """
   config_check.check(cfg)
   wd = _check_workdir(workdir)
-  t = cfg.train
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
   mesh = sharding.make_mesh(cfg.mesh)
   hosts = jax.process_count()
   problems = config_check.batch_problems(cfg, dict(mesh.shape), hosts)
   if problems:
     raise UserError(problems[0])
-  eval_batch = cfg.eval.batch_size or t.batch_size
 
   d = cfg.data
-  decode_pairs, source_len, doc_split = [], d.get("source_len", 0) or d.seq_len, None
-  eval_parts = []
-  if pairs.is_paired(d):
-    train_pairs, eval_pairs = pairs.train_and_eval(d)
-    tokenizer = build_tokenizer(d, lambda: pairs.vocabulary_texts(train_pairs, eval_pairs))
-    data = functools.partial(pairs.make_pair_dataset, tokenizer=tokenizer,
-                             source_len=source_len, target_len=d.seq_len,
-                             shard_index=jax.process_index(), shard_count=hosts,
-                             prefetch=d.prefetch)
-    train_data = data(train_pairs, batch_size=t.batch_size // hosts, seed=t.seed,
-                      shuffle=d.shuffle, pack=d.mode == "pack")
-    eval_data = full_eval_data = None
-    if cfg.eval.every_steps and cfg.eval.steps:
-      # One unshuffled pass, one pair per row even when training packs: each
-      # evaluation sees the same first eval.steps batches.
-      eval_data = data(eval_pairs, batch_size=eval_batch // hosts, seed=0, shuffle=False,
-                       repeat=False)
-      if cfg.eval.get("full_split_at_end", False):
-        full_eval_data = eval_data
-      decode_pairs = pairs.decode_examples(eval_pairs, cfg.eval.decode_examples, tokenizer)
-  else:
-    if d.get("mixture", ""):
-      parts = [(c, mixture.component_cfg(d, c)) for c in mixture.parse(d.mixture)]
-    else:
-      parts = [(None, d)]
-    train_docs = [(c, sources.documents(cd, "train")) for c, cd in parts]
-    eval_docs = [(c, sources.documents(cd, "eval")) for c, cd in parts]
-    doc_split = next((docs.doc_split for _, docs in train_docs
-                      if getattr(docs, "doc_split", None)), None)
-    # A character vocabulary covers the validation text too, as nanoGPT's does.
-    texts = lambda: itertools.chain(*(docs for _, docs in train_docs + eval_docs
-                                      if not getattr(docs, "pretokenized", False)))
-    tokenizer = (build_tokenizer(d, texts) if parts[0][0] is None
-                 else mixture.tokenizer(parts, texts))
-    data = functools.partial(make_dataset, tokenizer=tokenizer, seq_len=d.seq_len,
-                             mode=d.mode, shard_index=jax.process_index(), shard_count=hosts,
-                             prefetch=d.prefetch)
-    if parts[0][0] is None:
-      train_data = data(train_docs[0][1], batch_size=t.batch_size // hosts, seed=t.seed,
-                        shuffle=d.shuffle)
-    else:
-      train_data = mixture.make_dataset(
-          train_docs, tokenizer, seq_len=d.seq_len, batch_size=t.batch_size // hosts,
-          mode=d.mode, seed=t.seed, shuffle=d.shuffle, shard_index=jax.process_index(),
-          shard_count=hosts, prefetch=d.prefetch)
-    eval_data = full_eval_data = None
-    if cfg.eval.every_steps and cfg.eval.steps:
-      full = cfg.eval.get("full_split_at_end", False)
-      for c, docs in eval_docs:
-        # Unshuffled and from the start every time: each evaluation sees the same batches.
-        eval_data = data(docs, batch_size=eval_batch // hosts, seed=t.seed + 1,
-                         shuffle=False)
-        full_eval_data = _full_pass(data, docs, eval_batch, d.mode) if full else None
-        if c is not None:
-          eval_parts.append((c, eval_data, full_eval_data))
-      if eval_parts:
-        eval_data = full_eval_data = None
-  model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len, source_len)
+  task = tasks.task_of(d)
+  built = task.build(cfg, jax.process_index(), hosts,
+                     evaluate=bool(cfg.eval.every_steps and cfg.eval.steps),
+                     full_split=cfg.eval.get("full_split_at_end", False))
+  tokenizer = built.tokenizer
+  model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len, built.source_len)
   # The process count says whose iterator positions a checkpoint holds.
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
           "processes": hosts}
-  return Setup(wd, tokenizer, train_data, eval_data, full_eval_data, model_cfg, mesh, rules,
-               meta, decode_pairs, source_len, doc_split, eval_parts)
-
-
-def _full_pass(data, docs, batch_size: int, mode: str):
-  """Every validation token once: non-overlapping windows, or packed documents.
-
-  Every process reads the whole split and keeps its own rows of each global
-  batch: per-process shares of the documents would give the processes
-  different numbers of batches.
-  """
-  try:
-    whole = data(docs, batch_size=batch_size, seed=0, shuffle=False, repeat=False,
-                 mode="pack" if mode == "pack" else "concat", shard_index=0, shard_count=1)
-  except UserError:  # a split too short to fill one batch: the sampled loss must do
-    return None
-  rows = batch_size // jax.process_count()
-  mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-  return whole.map(lambda batch: {k: v[mine] for k, v in batch.items()})
+  return Setup(wd, tokenizer, built.train_data, built.eval_data, built.full_eval_data,
+               model_cfg, mesh, rules, meta, task, built.decode_pairs, built.source_len,
+               built.doc_split, built.eval_parts)
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -188,9 +108,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
       state, restored_step = ckpt.restore(
           state, data_iterator=train_iter, check_meta=functools.partial(_check_compatible, s),
-          reposition=functools.partial(
-              _reposition, "pairs" if pairs.is_paired(cfg.data) else cfg.data.mode,
-              train_iter))
+          reposition=functools.partial(_reposition, s.task, cfg, train_iter))
     except BaseException:
       close_iterator(train_iter)
       ckpt.close()
@@ -328,7 +246,7 @@ def _end_of_run(cfg, s: Setup, writer, stop, eval_step, graphdef, params, batch_
     if stop.should_stop(next(checks)):
       skipped = "sample"
     else:
-      out["sample"] = _sample_text(cfg, s, graphdef, params)
+      out["sample"] = s.task.sample(cfg, s, graphdef, params)
       writer.text(cfg.train.steps, "sample", out["sample"])
   if skipped is not None:
     writer.message(f"jaxgen: {stop.signal_name} received: end-of-run {skipped} skipped; the "
@@ -375,41 +293,17 @@ def _report(writer, step: int, device_metrics, drawn: dict | None = None) -> dic
   return {"step": step, "train_loss": m["train_loss"]}
 
 
-def _sample_text(cfg, s: Setup, graphdef, params) -> str:
-  sample_cfg = cfg.sample
-  if pairs.is_paired(cfg.data):  # conditional: the first validation pair's output
-    if not s.decode_pairs:
-      return ""
-    from jaxgen.sample import conditional
-    source = s.decode_pairs[0][0]
-    out = conditional.generate_from_sources(
-        graphdef, params, s.tokenizer, [source], source_len=s.source_len,
-        max_new_tokens=s.model_cfg.max_len - 1, temperature=sample_cfg.temperature,
-        top_k=sample_cfg.top_k, truncate=True)
-    return f"{source} -> {out[0][0]}"
-  start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
-  prompt = np.concatenate([np.asarray(start, np.int32), s.tokenizer.encode(sample_cfg.prompt)])
-  max_len = context_limit(s.model_cfg)
-  # The stream of (seed 0, this prompt, sample 0): `jaxgen sample --seed=0` with the
-  # same prompt and settings prints this text as its first sample.
-  tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,
-                    seed=0, temperature=sample_cfg.temperature, top_k=sample_cfg.top_k,
-                    vocab_size=s.tokenizer.vocab_size, max_len=max_len,
-                    exclude_ids=(s.tokenizer.pad_id, s.tokenizer.bos_id))
-  return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
-
-
-def _reposition(mode: str, train_iter, meta: dict, step: int) -> None:
+def _reposition(task, cfg, train_iter, meta: dict, step: int) -> None:
   """Continues the data stream of a checkpoint from another number of processes."""
   saved = meta.get("processes", 1)
-  if mode != "windows":
-    what = "paired data" if mode == "pairs" else f"data.mode={mode!r}"
+  if not task.resumes_on_other_process_counts(cfg):
+    what = task.what(cfg)
     raise UserError(
         f"the checkpoint of step {step} was written by {saved} process(es), and "
         f"{what} keeps each process's own position in its share of the data, "
         f"which {jax.process_count()} process(es) cannot take over without replaying or "
         f"skipping data; resume with {saved} process(es), or start a new --workdir"
-        + ("" if mode == "pairs" else
+        + ("" if task.conditional else
            " (data.mode='windows' streams do not depend on the process count)"))
   # A windows batch is a function of the seed and its index alone.
   train_iter.set_state(windows_state(step))
@@ -438,14 +332,17 @@ def _check_compatible(s: Setup, meta: dict) -> None:
   ours_cfg = s.meta["config"]
   # A key the saved config lacks (saved by an older jaxgen) cannot be compared, unless
   # the older jaxgen's behaviour is known.
-  saved_stream = {k: _get(meta["config"], k) for k in _STREAM_KEYS}
+  # The keys that define the task's stream of training batches: a resumed run whose
+  # config changes one of them could not continue where it stopped.
+  keys = s.task.stream_keys
+  saved_stream = {k: _get(meta["config"], k) for k in keys}
   applies = {"data.pair_split": pairs.is_pair_file(saved.data),
              "data.doc_split": s.doc_split is not None}
   saved_stream.update({k: v for k, v in _BEFORE_KEY.items()
-                       if applies[k] and saved_stream[k] is _MISSING})
-  if s.doc_split is None:  # no data.doc_split would change this split
+                       if k in keys and applies[k] and saved_stream[k] is _MISSING})
+  if s.doc_split is None and "data.doc_split" in keys:  # no data.doc_split changes it
     saved_stream["data.doc_split"] = _MISSING
-  changed = [k for k in _STREAM_KEYS
+  changed = [k for k in keys
              if saved_stream[k] is not _MISSING and _get(ours_cfg, k) != saved_stream[k]]
   if changed:
     raise UserError(

@@ -18,13 +18,11 @@ T x T score matrix, so it is an estimate there, not a measurement.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -116,36 +114,14 @@ def tokenizer_vocab_size(cfg: ml_collections.ConfigDict, vocab_size: int | None 
     return vocab_size
   if cfg.model.get("vocab_size", 0):
     return cfg.model.vocab_size
-  from jaxgen.data import sources  # pylint: disable=import-outside-toplevel
-  from jaxgen.data.tokenizer import build_tokenizer  # pylint: disable=import-outside-toplevel
-  from jaxgen.data import pairs  # pylint: disable=import-outside-toplevel
-  d = cfg.data
-  if pairs.is_paired(d):
-    return build_tokenizer(
-        d, lambda: pairs.vocabulary_texts(*pairs.train_and_eval(d))).vocab_size
-  return build_tokenizer(d, lambda: itertools.chain(sources.documents(d, "train"),
-                                                    sources.documents(d, "eval"))).vocab_size
+  from jaxgen import tasks  # pylint: disable=import-outside-toplevel
+  return tasks.task_of(cfg.data).vocabulary_size(cfg)
 
 
 def abstract_batch(cfg: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes and dtypes of one global training batch, as the pipeline makes it."""
-  shape = (cfg.train.batch_size, cfg.data.seq_len)
-  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32) for k in ("inputs", "targets")}
-  from jaxgen.data import pairs  # pylint: disable=import-outside-toplevel
-  if pairs.is_paired(cfg.data):  # see jaxgen/data/pairs.py
-    source = (cfg.train.batch_size, cfg.data.source_len or cfg.data.seq_len)
-    batch.update(source=jax.ShapeDtypeStruct(source, jnp.int32),
-                 source_segment_ids=jax.ShapeDtypeStruct(source, jnp.int32),
-                 segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
-                 weights=jax.ShapeDtypeStruct(shape, jnp.float32))
-    if cfg.data.mode == "pack":  # see jaxgen/data/pair_packing.py
-      batch.update(source_positions=jax.ShapeDtypeStruct(source, jnp.int32),
-                   positions=jax.ShapeDtypeStruct(shape, jnp.int32))
-  elif cfg.data.mode == "pack":
-    batch.update(segment_ids=jax.ShapeDtypeStruct(shape, jnp.int32),
-                 positions=jax.ShapeDtypeStruct(shape, jnp.int32),
-                 weights=jax.ShapeDtypeStruct(shape, jnp.float32))
-  return batch
+  """Shapes and dtypes of one global training batch: the task's batch schema."""
+  from jaxgen import tasks  # pylint: disable=import-outside-toplevel
+  return tasks.task_of(cfg.data).batch_spec(cfg, cfg.train.batch_size).abstract()
 
 
 def parameter_groups(params: nnx.State, shardings: nnx.State) -> list[dict[str, Any]]:
