@@ -116,3 +116,61 @@ def test_one_failing_task_ends_the_whole_job(tmp_path):
   assert state["JobState"] == "FAILED", state
   assert [(logs / f"jaxgen-{job_id}-{t}.log").read_text().splitlines()[0] for t in range(2)] \
       == ["task 0", "task 1"]
+
+
+def test_sbatch_array_prepares_a_store_as_one_host_does(tmp_path):
+  """launch/README.md's commands: a SLURM array of 2 tasks tokenizes its shares of the
+  input into one store, a job after it finalizes; the store equals one host's file for
+  file (the command each records aside)."""
+  _cluster_or_skip()
+  import json
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  for f in range(3):
+    (corpus / f"part{f}.jsonl").write_text("".join(
+        json.dumps({"text": f"document {f}.{i} " + "word " * (i % 17)}) + "\n"
+        for i in range(400)))
+  common = [sys.executable, "-m", "jaxgen", "data", "prepare",
+            "--config=configs/shakespeare_char_cpu.py", f"--config.data.source=jsonl:{corpus}/*",
+            "--config.data.tokenizer=byte", "--config.data.doc_split=hashed", "--unit_mb=0.05",
+            "--workers=1"]
+  env = clean_env()
+  ref = run([*common, f"--out={tmp_path}/one"], timeout=120, cwd=REPO, env=env)
+  assert ref.returncode == 0, ref.stderr
+  store = tmp_path / "array"
+  wrap = " ".join([*common, f"--out={store}"])
+  array = run(["sbatch", "--parsable", "--array=0-1", "--time=5", "--job-name=jaxgen-prep",
+               f"--chdir={REPO}", f"--output={tmp_path}/prep-%A-%a.out", f"--wrap={wrap}"],
+              timeout=30, env=env)
+  assert array.returncode == 0, array.stderr
+  array_id = array.stdout.strip().split(";")[0]
+  final = run(["sbatch", "--parsable", f"--dependency=afterok:{array_id}", "--time=5",
+               "--job-name=jaxgen-prep", f"--chdir={REPO}", f"--output={tmp_path}/final-%j.out",
+               f"--wrap={wrap} --finalize"], timeout=30, env=env)
+  assert final.returncode == 0, final.stderr
+  final_id = final.stdout.strip().split(";")[0]
+  state = _wait(final_id, JOB_TIMEOUT_S)
+  logs = "\n".join(f"{p.name}:\n{p.read_text()}" for p in sorted(tmp_path.glob("*.out")))
+  assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), f"{state}\n{logs}"
+  # Each array task did its own share (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT):
+  # units h, h + 2, ... of the same plan, together all of them.
+  done = []
+  for t in range(2):
+    text = (tmp_path / f"prep-{array_id}-{t}.out").read_text()
+    found = re.search(r"prepared (\d+) units? of (\d+)", text)
+    assert found and "this host's units are done" in text, f"task {t}:\n{text}"
+    done.append((int(found[1]), int(found[2])))
+  total = done[0][1]
+  assert done == [((total + 1) // 2, total), (total // 2, total)], done
+
+  def files(root):
+    out = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+           if p.is_file() and p.name not in ("manifest.json", "prepare.json")}
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("command", None)
+    return out, manifest
+  (one, m_one), (two, m_two) = files(tmp_path / "one"), files(store)
+  assert len([k for k in one if k.endswith(".bin")]) >= 3, sorted(one)  # a unit a file
+  assert sorted(one) == sorted(two)
+  assert all(one[k] == two[k] for k in one), [k for k in one if one[k] != two[k]]
+  assert m_one == m_two
