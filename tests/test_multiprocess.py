@@ -155,10 +155,14 @@ def test_two_processes_train_as_one_with_all_devices(reference, tmp_path):
 
 
 def test_concat_and_pack_refuse_another_process_count_in_one_line():
+  from jaxgen import config as config_lib
+  from jaxgen import tasks
   from jaxgen.train import loop
+  cfg = config_lib.base_config()
   for mode in ("concat", "pack"):
+    cfg.data.mode = mode
     with pytest.raises(UserError) as err:
-      loop._reposition(mode, None, {"processes": 2}, 10)
+      loop._reposition(tasks.task_of(cfg.data), cfg, None, {"processes": 2}, 10)
     message = one_line(err)
     assert "written by 2 process(es)" in message and "resume with 2 process(es)" in message
     assert f"data.mode={mode!r}" in message and "data.mode='windows'" in message
