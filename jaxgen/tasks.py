@@ -79,6 +79,8 @@ class TaskData:
   source_len: int = 0
   doc_split: str | None = None  # the data.doc_split rule the split depends on, if any
   eval_parts: list = dataclasses.field(default_factory=list)  # a mixture's, per component
+  # The training documents or pairs: (mixture component or None, items) each.
+  train_items: list = dataclasses.field(default_factory=list)
 
 
 # Keys that define every task's stream of training batches.
@@ -146,7 +148,7 @@ class LanguageModel:
           mode=d.mode, seed=t.seed, shuffle=d.shuffle, shard_index=shard_index,
           shard_count=shard_count, prefetch=d.prefetch)
     out = TaskData(tokenizer, train_data, source_len=d.get("source_len", 0) or d.seq_len,
-                   doc_split=doc_split)
+                   doc_split=doc_split, train_items=train_docs)
     if not evaluate:
       return out
     for c, docs in eval_docs:
@@ -201,22 +203,18 @@ class LanguageModel:
             for doc in sources.documents(mixture.component_cfg(d, c), "train")]
 
   def inspect(self, cfg, num_batches: int) -> None:
-    from jaxgen.data import sources
     from jaxgen.data.pipeline import describe
     d = cfg.data
     built = self.build(cfg, 0, 1, evaluate=False, full_split=False)
-    if d.get("mixture", ""):
-      from jaxgen.data import mixture
-      parts = mixture.parse(d.mixture)
+    parts = built.train_items
+    if parts[0][0] is not None:  # a mixture
       print(f"data.mixture of {count(len(parts), 'source')}, tokenizer {built.tokenizer!r}, "
             f"mode {d.mode!r}: " + ", ".join(
                 f"{c.name} = {c.source} (weight {c.weight:g}, "
-                f"{count(len(sources.documents(mixture.component_cfg(d, c), 'train')), 'training document')})"
-                for c in parts), flush=True)
+                f"{count(len(docs), 'training document')})" for c, docs in parts), flush=True)
     else:
-      n = len(sources.documents(d, "train"))
-      print(f"{d.source}: {count(n, 'training document')}, tokenizer {built.tokenizer!r}, "
-            f"mode {d.mode!r}", flush=True)
+      print(f"{d.source}: {count(len(parts[0][1]), 'training document')}, tokenizer "
+            f"{built.tokenizer!r}, mode {d.mode!r}", flush=True)
     it = iter(built.train_data)
     for i in range(max(1, num_batches)):
       batch = next(it)
@@ -273,7 +271,7 @@ class SequenceToSequence:
                              prefetch=d.prefetch)
     out = TaskData(tokenizer, data(train_pairs, batch_size=t.batch_size // shard_count,
                                    seed=t.seed, shuffle=d.shuffle, pack=d.mode == "pack"),
-                   source_len=source_len)
+                   source_len=source_len, train_items=[(None, train_pairs)])
     if evaluate:
       # One unshuffled pass, one pair per row even when training packs: each
       # evaluation sees the same first eval.steps batches.
@@ -312,11 +310,10 @@ class SequenceToSequence:
     return [text for pair in pairs.pairs(cfg.data, "train") for text in pair]
 
   def inspect(self, cfg, num_batches: int) -> None:
-    from jaxgen.data import pairs
     d = cfg.data
     built = self.build(cfg, 0, 1, evaluate=False, full_split=False)
     tokenizer = built.tokenizer
-    print(f"{d.source}: {count(len(pairs.pairs(d, 'train')), 'training pair')}, tokenizer "
+    print(f"{d.source}: {count(len(built.train_items[0][1]), 'training pair')}, tokenizer "
           f"{tokenizer!r}", flush=True)
     it = iter(built.train_data)
     for i in range(max(1, num_batches)):

@@ -46,9 +46,12 @@ class WindowSampler:
     rng = np.random.default_rng([self.seed % 2**64, index])
     # Exclusive high: the last start leaves room for the shifted target.
     starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
-    if isinstance(self.tokens, np.ndarray):
-      windows = self.tokens[starts[:, None] + self._offsets].astype(np.int32)
-    else:
-      windows = self.tokens.windows(starts, self.seq_len + 1)
+    windows = self.windows(starts)
     return {"inputs": np.ascontiguousarray(windows[:, :-1]),
             "targets": np.ascontiguousarray(windows[:, 1:])}
+
+  def windows(self, starts: np.ndarray) -> np.ndarray:
+    """int32 [len(starts), seq_len + 1]: the windows of the tokens beginning at `starts`."""
+    if isinstance(self.tokens, np.ndarray):
+      return self.tokens[starts[:, None] + self._offsets].astype(np.int32)
+    return self.tokens.windows(starts, self.seq_len + 1)

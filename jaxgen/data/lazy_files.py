@@ -17,16 +17,13 @@ cannot be cut into pieces lazily: both are refused in one line that points to
 
 from __future__ import annotations
 
-import collections.abc
-import operator
 import os
 from typing import Any
 
 import numpy as np
 
-from jaxgen.data import readers
+from jaxgen.data import readers, sources
 from jaxgen.errors import UserError
-from jaxgen.messages import count
 
 _PARALLEL_BYTES = 64 << 20  # smaller inputs are indexed in this process
 _UNIT_BYTES = 64 << 20
@@ -96,33 +93,31 @@ def _index_unit(args) -> tuple[list[str], np.ndarray]:
   return list(paths), np.asarray(rows, np.int64).reshape(-1, 5)
 
 
-class LazyDocuments(collections.abc.Sequence):
-  """One split's documents, each read from its file when asked for: characters
-  [start, end) of document `docs[i]` (end -1: to its end; a split's cut document)."""
+class _FileTexts:
+  """Characters [start, end) of document `docs[i]` (end -1: to its end; a split's cut
+  document), read from its file when asked for."""
 
   def __init__(self, data_cfg: Any, where: tuple, docs: np.ndarray, start: np.ndarray,
-               end: np.ndarray, split: str, doc_split: str | None):
+               end: np.ndarray):
     self._cfg = data_cfg
     self._files, self._file_ids, self._offsets, self._bytes = where
     self._docs, self._start, self._end = docs, start, end
-    self._split = split
-    self.doc_split = doc_split
 
   def __len__(self) -> int:
     return len(self._docs)
 
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return [self[i] for i in range(*index.indices(len(self)))]
-    i, n = operator.index(index), len(self)
-    if not -n <= i < n:
-      raise IndexError(f"document {i} out of range for {count(n, 'document')}")
-    i %= n
+  def __getitem__(self, i: int) -> str:
     d = int(self._docs[i])
     text = readers.record_at(self._cfg, self._files[int(self._file_ids[d])],
                              int(self._offsets[d]), int(self._bytes[d]))
     start, end = int(self._start[i]), int(self._end[i])
     return text[start:] if end < 0 else text[start:end]
 
-  def __repr__(self) -> str:
-    return f"LazyDocuments({self._cfg.source!r}, split={self._split!r}, documents={len(self)})"
+
+class LazyDocuments(sources.Documents):
+  """One split's documents, each read from its file when asked for."""
+
+  def __init__(self, data_cfg: Any, where: tuple, docs: np.ndarray, start: np.ndarray,
+               end: np.ndarray, split: str, doc_split: str | None):
+    super().__init__(_FileTexts(data_cfg, where, docs, start, end),
+                     f"{data_cfg.source!r}, split={split!r}, read lazily", doc_split=doc_split)

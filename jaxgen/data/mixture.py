@@ -115,9 +115,7 @@ def make_dataset(parts: Sequence[tuple[Component, Any]], tokenizer, *, seq_len: 
   names = [c.name for c, _ in parts]
   if mode == "windows":
     from jaxgen.data.batches import WindowSampler
-    if getattr(tokenizer, "bos_id", None) is None:
-      raise ValueError("tokenizer has no bos_id")
-    samplers = [WindowSampler(pipeline.token_stream(docs, _tokenizer_for(docs, tokenizer)),
+    samplers = [WindowSampler(pipeline.token_stream(docs, tokenizer),
                               1, seq_len, seed, split_name=f"{c.name} train")
                 for c, docs in parts]
     make = _MixedWindowBatch(samplers, proportions(weights), seed, batch_size * shard_count,
@@ -138,13 +136,6 @@ def make_dataset(parts: Sequence[tuple[Component, Any]], tokenizer, *, seq_len: 
   return _CountedDataset(ds, names, seq_len,
                         (proportions(weights), batch_size * shard_count)
                         if mode == "windows" else None, shard_index)
-
-
-def _tokenizer_for(docs, tokenizer):
-  if getattr(docs, "pretokenized", False):
-    from jaxgen.data.store import Pretokenized
-    return Pretokenized(tokenizer)
-  return tokenizer
 
 
 def _tag(index: int, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,9 +193,7 @@ class _MixedWindowBatch:
         continue
       rng = np.random.default_rng([self.seed % 2**64, j, c])
       starts = rng.integers(0, len(sampler.tokens) - sampler.seq_len, size=len(at))
-      tokens = sampler.tokens
-      windows[at] = (tokens[starts[:, None] + np.arange(width)] if isinstance(tokens, np.ndarray)
-                     else tokens.windows(starts, width))
+      windows[at] = sampler.windows(starts)
     mine = slice(self.first_row, self.first_row + self.rows)
     return {"inputs": np.ascontiguousarray(windows[mine, :-1]),
             "targets": np.ascontiguousarray(windows[mine, 1:]),
@@ -254,7 +243,7 @@ class _CountedIterator(grain.DatasetIterator):
       self._parent.set_state(state)
       props, global_rows = self.ds.windows
       rows = counts(props, np.asarray([state["next_index"] * global_rows]))[0]
-      drawn = rows * self.ds.seq_len if self.ds.shard_index == 0 else 0 * rows
+      drawn = rows * self.ds.seq_len if self.ds.shard_index == 0 else np.zeros_like(rows)
       self.tokens = {n: int(t) for n, t in zip(self.ds.names, drawn)}
       return
     self._parent.set_state(state["parent"])
