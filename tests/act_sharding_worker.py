@@ -21,18 +21,19 @@ from jaxgen import config as base
 from jaxgen.models.factory import model_config
 from jaxgen.train import sharding
 from jaxgen.train.optimizer import make_optimizer
-from jaxgen.train.state import create_train_state
+from jaxgen.train.state import abstract_train_state
 from jaxgen.train.step import jit_train_step
 
 VOCAB = 65
 
 
 def variant(name: str):
-  """configs/shakespeare_char_cpu.py's shape (4 layers x 4 heads x 128, context 64),
-  or a variant of it; batch 16 so that every mesh splits it."""
+  """configs/shakespeare_char_cpu.py's widths (4 heads x 128, context 64) with 2 of its 4
+  layers (every layer partitions alike: 2 show what passes between layers), or a variant
+  of it; batch 16 so that every mesh splits it."""
   c = base.base_config()
   c.model = base.transformer_model()
-  c.model.update(num_layers=4, num_heads=4, embed_dim=128)
+  c.model.update(num_layers=2, num_heads=4, embed_dim=128)
   c.data.seq_len = 64
   c.train.batch_size = 16
   m = c.model
@@ -84,17 +85,20 @@ def compile_case(case: str) -> None:
   source_len = cfg.data.get("source_len", 0)
   model_cfg = model_config(cfg.model, VOCAB, cfg.data.seq_len, source_len)
   optimizer, schedule = make_optimizer(cfg.train)
-  graphdef, state, state_sh = create_train_state(model_cfg, optimizer, 0, mesh, rules)
+  # Compiled for abstract arguments, as `jaxgen plan` does: nothing is initialised or run.
+  graphdef, abstract = abstract_train_state(model_cfg, optimizer)
+  state_sh = sharding.state_shardings(abstract, mesh, rules)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                       abstract, state_sh)
   batch_sh = sharding.batch_sharding(mesh, rules)
   step = _jit(graphdef, optimizer, schedule, cfg.train, state_sh, batch_sh, rules)
   shape = (cfg.train.batch_size, cfg.data.seq_len)
-  arrays = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32)}
+  arrays = {"inputs": (shape, np.int32), "targets": (shape, np.int32)}
   if source_len:  # a paired batch, as jaxgen/data/pairs.py makes them
     source_shape = (cfg.train.batch_size, source_len)
-    arrays.update(source=np.zeros(source_shape, np.int32),
-                  source_segment_ids=np.ones(source_shape, np.int32),
-                  segment_ids=np.ones(shape, np.int32), weights=np.ones(shape, np.float32))
-  batch = sharding.put_batch(arrays, batch_sh)
+    arrays.update(source=(source_shape, np.int32), source_segment_ids=(source_shape, np.int32),
+                  segment_ids=(shape, np.int32), weights=(shape, np.float32))
+  batch = {k: jax.ShapeDtypeStruct(*v, sharding=batch_sh) for k, v in arrays.items()}
   os.write(2, f"CASE {case}\n".encode())
   compiled = step.lower(state, batch).compile()
   if os.environ.get("ACT_SHARDING_COLLECTIVES"):  # a diagnostic: what the step communicates

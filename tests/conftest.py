@@ -1,4 +1,8 @@
-"""Session-wide test setup: one persistent XLA compilation cache for the whole suite.
+"""Session-wide test setup: fast XLA:CPU compiles and one persistent compilation cache.
+
+XLA reads XLA_FLAGS when the first backend starts, after this module is imported:
+tests.helpers.FAST_COMPILE_FLAGS (why: there) are added to the flags the suite was
+started with, so in-process tests compile with them too.
 
 Many tests build the same small models and train steps again (in-process and
 through the command line); with a cache shared by the session, and by the
@@ -12,6 +16,11 @@ import shutil
 import tempfile
 
 import jax
+
+from tests.helpers import FAST_COMPILE_FLAGS
+
+if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 
 _CACHE = tempfile.mkdtemp(prefix="jaxgen-tests-xla-cache-")
 

@@ -4,6 +4,19 @@ import pathlib
 
 from jaxgen import config as base
 
+# XLA:CPU spends most of this suite's time compiling (the tests' models are tiny), and most
+# of a compile in LLVM's optimisation passes. The suite checks what programs compute, not
+# how fast they run, so it compiles with those passes off: about a third less time. Every
+# process the suite starts gets them too, through xla_flags(). Benchmarks never use them.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def xla_flags(devices: int | None = None) -> str:
+  """XLA_FLAGS for a process the suite starts: fast compiles, and `devices` host devices."""
+  count = [] if devices is None else [f"--xla_force_host_platform_device_count={devices}"]
+  return " ".join([FAST_COMPILE_FLAGS, *count])
+
+
 SHARED_CORPUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/tiny_shakespeare/input.txt"
 
 _VERSE = (
@@ -94,7 +107,7 @@ def run_jaxgen(*args: str):
   import os
   import subprocess
   import sys
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   return subprocess.run([sys.executable, "-m", "jaxgen", *args],
                         cwd=pathlib.Path(__file__).resolve().parents[1], env=env,
                         capture_output=True, text=True, timeout=300)

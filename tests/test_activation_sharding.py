@@ -19,6 +19,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxgen import config as base
+from tests.helpers import xla_flags
 
 WORKER = pathlib.Path(__file__).with_name("act_sharding_worker.py")
 WARNING = "Involuntary full rematerialization"
@@ -35,7 +36,7 @@ CASES += ["base@1x4x2", "gqa3@1x4x2", "lstm_bf16@1x4x2", "encdec@1x4x2", "base@8
 
 
 def test_train_step_compiles_without_full_rematerialization():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(8),
          "JAX_PLATFORMS": "cpu"}
   # A persistent-cache hit skips the compile, and with it the warnings.
   env.pop("JAX_COMPILATION_CACHE_DIR", None)

@@ -18,7 +18,7 @@ import pytest
 
 from jaxgen.errors import UserError
 from jaxgen.train.checkpoint import Checkpointer
-from tests.helpers import tiny_transformer_config, write_corpus
+from tests.helpers import tiny_transformer_config, write_corpus, xla_flags
 from tests.test_train import TRANSFORMER_SPECS, StateSpy, run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ class Cli:
   so waiting for a line has a deadline, and a full pipe never blocks the run."""
 
   def __init__(self, args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags())
     self.proc = subprocess.Popen([sys.executable, "-m", "jaxgen", "train", *args], cwd=REPO,
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)

@@ -11,7 +11,7 @@ import pytest
 
 import jaxgen.sample
 from jaxgen.data import bundled
-from tests.helpers import tiny_transformer_config, unigram_entropy
+from tests.helpers import tiny_transformer_config, unigram_entropy, xla_flags
 from tests.test_sample_command import Forward
 from tests.test_train import run, train_losses
 
@@ -20,7 +20,7 @@ MANUAL_DIR = bundled.manual_dir("tiny_shakespeare")
 
 
 def jaxgen_cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   return subprocess.run([sys.executable, "-m", "jaxgen", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
 

@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from tests.helpers import write_corpus
+from tests.helpers import write_corpus, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _RUN = ["--config.train.steps=2", "--config.train.batch_size=4", "--config.train.warmup_steps=1",
@@ -103,7 +103,7 @@ def results(tmp_path_factory):
   """(tmp, cases, results): the two groups run side by side, one worker each."""
   tmp = tmp_path_factory.mktemp("every_command")
   groups = _cases(tmp)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   code = ("import json, sys\nfrom tests.config_cases_worker import run_case\n"
           "print(json.dumps([run_case(a) for a in json.load(sys.stdin)]))")
   workers = []

@@ -20,6 +20,7 @@ transformers = pytest.importorskip(
 from jaxgen.data.tokenizer import ByteTokenizer  # noqa: E402
 from tests.hf_helpers import GPT2_LAYOUT, random_workdir, run_config  # noqa: E402
 from tests.test_hf_import import save_random_hf  # noqa: E402
+from tests.helpers import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _LLAMA = ["--config.model.position=rope", "--config.model.norm=rmsnorm",
@@ -33,7 +34,7 @@ _SHORT = ["--config.train.steps=30", "--config.train.batch_size=8",
 
 
 def jaxgen(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   return subprocess.run([sys.executable, "-m", "jaxgen", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.data.pipeline import make_dataset
+from tests.helpers import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [f"line {i:02d} of the test corpus" for i in range(24)]
@@ -26,7 +27,7 @@ def two_hosts(tmp_path, mode):
   corpus = tmp_path / "docs.txt"
   corpus.write_text("\n".join(DOCS) + "\n")
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.multihost_data_worker", str(port), str(i),
        f"text:{corpus}", mode, str(tmp_path / f"host{i}.json")],

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from jaxgen.errors import UserError
-from tests.helpers import one_line, write_corpus
+from tests.helpers import one_line, write_corpus, xla_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "local_multiprocess.sh"
@@ -53,7 +53,7 @@ def _free_port() -> int:
 def _env(devices: int, **extra) -> dict:
   # The suite's compilation cache stays (conftest.py); another job's settings go.
   env = {k: v for k, v in os.environ.items() if k not in _JOB_VARIABLES}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices),
              PYTHONPATH=str(ROOT), **{k: str(v) for k, v in extra.items()})
   return env
 

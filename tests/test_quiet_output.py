@@ -17,14 +17,14 @@ import sys
 import pytest
 
 from jaxgen import logs
-from tests.helpers import write_corpus
+from tests.helpers import write_corpus, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def jaxgen(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_flags(1))
   return subprocess.run([sys.executable, "-m", "jaxgen", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300, check=False)
 

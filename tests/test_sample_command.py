@@ -24,7 +24,7 @@ from flax import nnx
 import jaxgen.sample
 from jaxgen.errors import UserError
 from jaxgen.sample.restore import restore
-from tests.helpers import (assert_one_error, one_line, run_jaxgen, tiny_transformer_config,
+from tests.helpers import (xla_flags, assert_one_error, one_line, run_jaxgen, tiny_transformer_config,
                            write_corpus)
 from tests.test_sample import RiggedLM
 from tests.test_train import run
@@ -274,7 +274,7 @@ def test_installed_console_script_samples(workdir, tmp_path):
   if not script:
     pytest.fail(f"no `jaxgen` console script next to {sys.executable} or on PATH: "
                 "pyproject's [project.scripts] entry is not installed (pip install -e .)")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   out = subprocess.run([str(script), "sample", f"--workdir={workdir}", "--prompt=To be",
                         "--max_new_tokens=5", "--temperature=0"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -311,7 +311,7 @@ def test_command_with_prompt_file(workdir, tmp_path):
   path = tmp_path / "prompts.txt"
   path.write_text("".join(p + "\n" for p in prompts), encoding="utf-8")
   repo = pathlib.Path(__file__).resolve().parents[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
   out = subprocess.run(
       [sys.executable, "-m", "jaxgen", "sample", f"--workdir={workdir}",
        f"--prompt_file={path}", "--max_new_tokens=10", "--temperature=0.8", "--num_samples=2",

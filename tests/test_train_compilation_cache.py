@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from tests.helpers import write_corpus
+from tests.helpers import write_corpus, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ def test_compilation_cache_is_filled_then_used(tmp_path):
   def train(workdir):
     # JAX_LOG_COMPILES makes JAX log each persistent-cache hit as a warning, and
     # --verbosity shows library warnings.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", JAX_LOG_COMPILES="1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(), JAX_LOG_COMPILES="1")
     done = subprocess.run(
         [sys.executable, "-m", "jaxgen", "train", "--config=configs/shakespeare_char_cpu.py",
          f"--config.data.source={source}", "--config.train.steps=2",
