@@ -86,8 +86,7 @@ class MetricsWriter:
                and math.isfinite(r["val_loss"])] if start_step else []
     self._best_val: float | None = min(earlier) if earlier else None
     self._jsonl = open(self._jsonl_path, "a", encoding="utf-8")
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    self._tb = SummaryWriter(os.path.join(self._workdir, "tensorboard"))
+    self._tb = _summary_writer_class()(os.path.join(self._workdir, "tensorboard"))
     if progress is None:
       progress = sys.stderr.isatty()
     self._bar = None
@@ -429,6 +428,24 @@ def _fmt(value: Any) -> str:
   if isinstance(value, float) and math.isfinite(value):
     return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
   return str(value)
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch.
+
+  tensorboardX imports torch whenever it is installed, only so that it can also
+  take torch tensors; jaxgen logs Python floats, and importing torch costs over a
+  second at every start of every command. A torch imported before stays as it is.
+  """
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _is_number(value: Any) -> bool:

@@ -324,3 +324,21 @@ def test_progress_bar_of_a_long_loop(tmp_path, clock, capsys, monkeypatch):
   w.close()
   err = capsys.readouterr().err
   assert err.count("eval full split @ step 1:") >= 1 and "/6 [" in err, err
+
+
+def test_tensorboard_logging_does_not_import_torch(tmp_path):
+  """tensorboardX imports torch when it can; that is over a second at every command's start."""
+  import importlib.util
+  import subprocess
+  import sys
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed here, so nothing could import it")
+  code = ("import sys; from jaxgen import metrics\n"
+          f"with metrics.MetricsWriter({str(tmp_path)!r}, total_steps=1, tokens_per_step=8) as w:\n"
+          "  w.train(1, {'train_loss': 1.0})\n"
+          "import tensorboardX.writer\n"
+          "print('torch' in sys.modules, tensorboardX.writer.numpy_compatible.__name__)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.splitlines()[-1] == "False ndarray", out.stdout + out.stderr
+  assert glob.glob(os.path.join(tmp_path, "tensorboard", "events.out.tfevents.*"))
