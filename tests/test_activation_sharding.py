@@ -35,6 +35,7 @@ CASES += ["base@1x4x2", "gqa3@1x4x2", "lstm_bf16@1x4x2", "encdec@1x4x2", "base@8
           "lstm@1x8x1"]
 
 
+@pytest.mark.slow
 def test_train_step_compiles_without_full_rematerialization():
   env = {**os.environ, "XLA_FLAGS": xla_flags(8),
          "JAX_PLATFORMS": "cpu"}

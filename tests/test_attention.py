@@ -44,6 +44,7 @@ def make(num_heads=4, num_kv_heads=4, use_rope=False, head_dim=8, embed_dim=32):
 
 @pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
 @pytest.mark.parametrize("use_rope", [False, True])
+@pytest.mark.slow
 def test_matches_reference(num_kv_heads, use_rope):
   attn = make(num_kv_heads=num_kv_heads, use_rope=use_rope)
   x = jax.random.normal(jax.random.key(1), (2, 10, 32))
@@ -64,6 +65,7 @@ def test_rope_scores_depend_only_on_relative_position():
   assert not np.allclose(apply_rope(q, pos, 1e4), apply_rope(q, pos + 17, 1e4))
 
 
+@pytest.mark.slow
 def test_causal_gradient():
   attn = make(num_kv_heads=2, use_rope=True)
   x = jax.random.normal(jax.random.key(4), (1, 8, 32))
@@ -74,6 +76,7 @@ def test_causal_gradient():
     assert np.all(np.abs(g[0, : t + 1]).sum(-1) > 0)
 
 
+@pytest.mark.slow
 def test_kv_cache_steps_equal_full_forward():
   attn = make(num_heads=4, num_kv_heads=2, use_rope=True)
   x = jax.random.normal(jax.random.key(5), (2, 9, 32))

@@ -88,6 +88,7 @@ def assert_no_near_ties(scores):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_full_beam_returns_every_sequence_in_score_order(kind):
   tokens, scores = run_beam(kind, VOCAB ** NEW, length_penalty=0.0)
   assert tokens.shape == (2, VOCAB ** NEW, NEW) and tokens.dtype == np.int32
@@ -100,6 +101,7 @@ def test_full_beam_returns_every_sequence_in_score_order(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_beam_of_one_is_greedy_and_a_wide_beam_beats_it(kind):
   graphdef, params = nnx.split(tiny_model(kind))
   greedy = generate(graphdef, params, PROMPTS, NEW, temperature=0.0, vocab_size=VOCAB)
@@ -116,6 +118,7 @@ def test_beam_of_one_is_greedy_and_a_wide_beam_beats_it(kind):
     assert wide_scores[row, 0] > scores[row, 0] + 1e-3
 
 
+@pytest.mark.slow
 def test_beam_of_vocab_to_the_n_minus_1_gives_the_exact_top_k():
   # With K = V^(N-1) every prefix survives until the last step, whose top K
   # of all V^N candidates is then exactly the enumeration's top K.
@@ -163,6 +166,7 @@ def test_eos_finishes_beams_and_length_normalisation_picks_the_enumerated_winner
   assert any(winners[0.0, r] != winners[3.0, r] for r in range(len(PROMPTS)))
 
 
+@pytest.mark.slow
 def test_beam_of_one_with_eos_keeps_a_live_beam_when_eos_is_the_best_token():
   # With K = 1 each step keeps the 2K = 2 best extensions of the live beam:
   # the live beam must follow the best non-eos token even when eos is the

@@ -47,6 +47,7 @@ def saved_params(workdir, step):
   return jax.tree.leaves(restored["params"])
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(source, tmp_path):
   run(config(source, 20), tmp_path / "whole")
   run(config(source, 10), tmp_path / "split")
@@ -60,6 +61,7 @@ def test_resume_continues_bit_for_bit(source, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["concat", "pack"])
+@pytest.mark.slow
 def test_resume_continues_the_shuffled_data_stream(source, tmp_path, mode):
   """Concat and pack read a shuffled Grain stream: its position is in the checkpoint."""
   def cfg(steps):
@@ -74,6 +76,7 @@ def test_resume_continues_the_shuffled_data_stream(source, tmp_path, mode):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+@pytest.mark.slow
 def test_restore_onto_another_mesh(source, tmp_path, monkeypatch):
   def spied_run(steps, workdir, mesh, resumed_at=None):
     spy = StateSpy(monkeypatch)
@@ -94,6 +97,7 @@ def test_restore_onto_another_mesh(source, tmp_path, monkeypatch):
                                [one[i] for i in range(11, 21)], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):
   run(config(source, 5), tmp_path / "run")
   before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -177,6 +181,7 @@ def steps_in_metrics(workdir):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_signal_saves_the_current_step_and_exits_cleanly(source, tmp_path, sig):
   workdir = tmp_path / "run"
   with Cli(tiny_cli_args(source, workdir, "--config.train.steps=100000",
@@ -195,6 +200,7 @@ def test_signal_saves_the_current_step_and_exits_cleanly(source, tmp_path, sig):
   assert max(steps_in_metrics(workdir)) == stopped
 
 
+@pytest.mark.slow
 def test_second_signal_during_the_save_leaves_a_resumable_run(source, tmp_path):
   """A second Ctrl-C, or a second SIGTERM, while the stop's save is in flight is left
   to the default handler (so a stuck save can be interrupted): the run ends, maybe
@@ -251,6 +257,7 @@ def test_second_signal_during_the_save_leaves_a_resumable_run(source, tmp_path):
   assert steps_in_metrics(workdir)[-1] == resumed_from + 3
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_used(source, tmp_path, capsys):
   run(config(source, 10), tmp_path / "run")
   newest = tmp_path / "run" / "checkpoints" / "10"
@@ -266,6 +273,7 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_used(source, tm
   assert [resumed[i] for i in range(6, 21)] == [whole[i] for i in range(6, 21)]
 
 
+@pytest.mark.slow
 def test_killed_three_times_then_rerun_gives_the_uninterrupted_losses(source, tmp_path):
   """SIGKILL mid-training, in the middle of a save, and right after a resume."""
   workdir = tmp_path / "killed"
@@ -307,6 +315,7 @@ def test_killed_three_times_then_rerun_gives_the_uninterrupted_losses(source, tm
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_incomplete_newest_checkpoint_is_ignored(source, tmp_path, capsys):
   run(config(source, 10), tmp_path / "run")
   checkpoints = tmp_path / "run" / "checkpoints"
@@ -333,6 +342,7 @@ def test_incomplete_newest_checkpoint_is_ignored(source, tmp_path, capsys):
   assert [resumed[i] for i in range(11, 21)] == [whole[i] for i in range(11, 21)]
 
 
+@pytest.mark.slow
 def test_other_model_shape_is_refused_in_one_line_and_checkpoints_kept(source, tmp_path):
   run(config(source, 5), tmp_path / "run")
   before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}

@@ -72,6 +72,7 @@ def workdir(request, tmp_path: pathlib.Path) -> Workdir:
   return Workdir(tmp_path / "run", existing=request.param == "existing")
 
 
+@pytest.mark.slow
 def test_valid_run_trains(corpus, tmp_path):
   """The control: the tiny run that every case below breaks in one place works."""
   wd = tmp_path / "run"
@@ -120,6 +121,7 @@ def test_config_file_missing(with_overrides, corpus, workdir):
     (["--config.mesh.data=8", "--config.train.batch_size=12"],
      ["train.batch_size=12", "8"], "missing"),
 ], indirect=["workdir"], ids=["mesh-not-device-count", "batch-not-divisible"])
+@pytest.mark.slow
 def test_bad_mesh(mesh_and_batch, needles, corpus, workdir):
   result = _jaxgen(*_tiny_run(corpus, workdir.path), *mesh_and_batch, devices=8)
   _assert_one_error(result, *needles)
@@ -132,6 +134,7 @@ def test_bad_mesh(mesh_and_batch, needles, corpus, workdir):
     ("latin1.txt", b"ab\xff\xfe", "UTF-8", "existing"),
     ("short.txt", b"To be, or not to be!", "seq_len", "missing"),  # 20 chars < 65
 ], indirect=["workdir"], ids=["missing", "empty", "not-utf8", "shorter-than-window"])
+@pytest.mark.slow
 def test_bad_data_source(name, content, needle, tmp_path, workdir):
   path = tmp_path / name
   if content is not None:
@@ -143,6 +146,7 @@ def test_bad_data_source(name, content, needle, tmp_path, workdir):
   workdir.assert_untouched()
 
 
+@pytest.mark.slow
 def test_workdir_is_a_file(corpus, tmp_path):
   path = tmp_path / "run"
   path.write_bytes(b"not a directory\n")

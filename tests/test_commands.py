@@ -15,6 +15,8 @@ from tests.helpers import tiny_transformer_config, unigram_entropy, xla_flags
 from tests.test_sample_command import Forward
 from tests.test_train import run, train_losses
 
+pytestmark = pytest.mark.slow  # whole runs of the command
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MANUAL_DIR = bundled.manual_dir("tiny_shakespeare")
 

@@ -218,6 +218,7 @@ def test_every_key_has_bad_values():
   assert set(BAD) - keys == set(), "BAD names keys no recipe has"
 
 
+@pytest.mark.slow
 def test_every_bad_value_is_one_line_before_anything_runs(tmp_path):
   all_cases = cases()
   assert len(all_cases) > 150

@@ -51,6 +51,7 @@ def test_recipe_parses_and_builds(path):
   assert n > 0
 
 
+@pytest.mark.slow
 def test_gpt2_shrunken_runs_one_step():
   cfg = load(CONFIGS[[p.stem for p in CONFIGS].index("gpt2_124m")])
   cfg.model.update(num_layers=2, num_heads=2, embed_dim=64, max_len=32, dtype="float32")
@@ -71,6 +72,7 @@ def test_gpt2_shrunken_runs_one_step():
 # Transformer at context 256 (still ~3 s/step on two cores).
 @pytest.mark.parametrize("recipe,batch_size", [("shakespeare_char", 2),
                                                ("lstm_shakespeare_char", None)])
+@pytest.mark.slow
 def test_recipe_trains_a_few_steps(recipe, batch_size, tmp_path, monkeypatch):
   cfg = load(CONFIGS[[p.stem for p in CONFIGS].index(recipe)])
   model = cfg.model.to_dict()

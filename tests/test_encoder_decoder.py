@@ -42,6 +42,7 @@ def source_with_padding(b=2, s=12, lengths=(7, 12)):
 
 
 @pytest.mark.parametrize("name", [*VARIANTS, "no_cross_cache", "scan_no_cross_cache"])
+@pytest.mark.slow
 def test_teacher_forced_logits_equal_cached_step_by_step_decoding(name):
   if "no_cross_cache" in name:  # the benchmark's baseline decodes the same
     m = model(cache_cross_kv=False, scan_layers=name.startswith("scan"))
@@ -61,6 +62,7 @@ def test_teacher_forced_logits_equal_cached_step_by_step_decoding(name):
   np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_source_padding_changes_nothing():
   m = model()
   src, seg = source_with_padding(lengths=(7, 9))
@@ -75,6 +77,7 @@ def test_source_padding_changes_nothing():
   np.testing.assert_allclose(m(noisy, tgt, source_segment_ids_BS=seg), logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_attention_across_packed_examples():
   """Gradients of a packed row's loss at example 2's targets w.r.t. example 1's
   source and target embeddings are exactly zero (and not zero within example 2)."""
@@ -106,6 +109,7 @@ def test_no_attention_across_packed_examples():
   assert np.abs(g_src[0, 5:9]).min() > 0 and np.abs(g_tgt[0, 4:9]).max() > 0
 
 
+@pytest.mark.slow
 def test_scan_equals_loop():
   looped, scanned = model(), model(scan_layers=True)
   # Same parameters: stack the looped model's blocks.
@@ -134,6 +138,7 @@ def _greedy_rows(graphdef, params, srcs, n):
                          sources=srcs, source_width=12, vocab_size=100)
 
 
+@pytest.mark.slow
 def test_batched_greedy_equals_one_at_a_time_and_beam_1():
   graphdef, params = nnx.split(model())
   srcs = [np.asarray(ints((n,), n)) for n in (3, 12, 7)]
@@ -146,6 +151,7 @@ def test_batched_greedy_equals_one_at_a_time_and_beam_1():
   np.testing.assert_array_equal(tokens_BKN[:, 0], together)
 
 
+@pytest.mark.slow
 def test_beam_search_matches_exhaustive_enumeration():
   # A tiny vocabulary (ids 0..3 allowed) and 3 steps: 64 sequences, scored exactly. With
   # 16 = 4^2 beams every 2-token prefix survives, so the 16 best are exactly the top 16.
@@ -168,6 +174,7 @@ def test_beam_search_matches_exhaustive_enumeration():
 
 
 @pytest.mark.parametrize("name", ["base", "scan_remat"])
+@pytest.mark.slow
 def test_batched_beam_search_equals_one_source_at_a_time(name):
   # Beams of different sources in one batch: the cross-attention cache, which beam
   # search leaves in place instead of reordering, must still belong to each row.
@@ -186,6 +193,7 @@ def test_batched_beam_search_equals_one_source_at_a_time(name):
     np.testing.assert_allclose(one_scores[0], scores_BK[i], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_beam_search_reorders_only_what_decoding_writes():
   m = model()
   src = decode._source_buffer([np.asarray(ints((5,), 3))], 12)

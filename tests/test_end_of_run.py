@@ -17,6 +17,8 @@ from jaxgen.train import sharding
 from jaxgen.train.loop import train_and_evaluate
 from tests.helpers import tiny_transformer_config, write_corpus
 
+pytestmark = pytest.mark.slow  # every test here runs for seconds on 2 cores
+
 STEPS = 4
 EVAL_ROWS = 2  # eval.batch_size: the validation text's 39 windows make 19 whole-split batches
 TRAIN_ROWS = 16

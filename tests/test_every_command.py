@@ -24,6 +24,8 @@ import pytest
 
 from tests.helpers import write_corpus, xla_flags
 
+pytestmark = pytest.mark.slow  # every test reads the runs of one module fixture: commands run in subprocesses
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _RUN = ["--config.train.steps=2", "--config.train.batch_size=4", "--config.train.warmup_steps=1",
         "--config.eval.every_steps=0", "--config.eval.full_split_at_end=False",

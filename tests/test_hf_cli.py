@@ -52,6 +52,7 @@ def one_error(out: subprocess.CompletedProcess, needle: str) -> None:
   assert needle in lines[0], shown
 
 
+@pytest.mark.slow
 def test_train_export_generate_in_transformers_as_jaxgen_sample(tmp_path):
   wd, out = tmp_path / "run", tmp_path / "hf"
   ok(jaxgen("train", "--config=configs/shakespeare_char_cpu.py", f"--workdir={wd}",
@@ -72,6 +73,7 @@ def test_train_export_generate_in_transformers_as_jaxgen_sample(tmp_path):
   assert len(ours) > len(prompt)
 
 
+@pytest.mark.slow
 def test_import_sample_and_fine_tune(tmp_path):
   src, wd = tmp_path / "src", tmp_path / "run"
   save_random_hf(src, "llama_gqa2_untied")
@@ -96,6 +98,7 @@ def test_import_sample_and_fine_tune(tmp_path):
   ok(jaxgen("sample", f"--workdir={wd}", "--prompt=Hi", "--max_new_tokens=4"))
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
   one_error(jaxgen("import", "--hf=gpt2", f"--workdir={tmp_path / 'run'}"),
             "not a local directory")

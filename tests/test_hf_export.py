@@ -33,6 +33,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow
 def test_export_matches_transformers(tmp_path, case):
   cfg = run_config(**CASES[case])
   wd = random_workdir(tmp_path / "run", cfg)
@@ -70,6 +71,7 @@ def test_export_matches_transformers(tmp_path, case):
   assert outputs["the quick", 1.3] != outputs["the quick", 1.0]  # the penalty acts
 
 
+@pytest.mark.slow
 def test_export_shards_past_the_limit(tmp_path):
   cfg = run_config(**LLAMA_LAYOUT, num_kv_heads=2)
   wd = random_workdir(tmp_path / "run", cfg)
@@ -137,6 +139,7 @@ def test_sentencepiece_bpe_tokenizer_is_reported_not_exported(tmp_path, capsys):
   assert not (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_lstm_exports_as_a_torch_lstm_state_dict(tmp_path):
   import importlib.util
 

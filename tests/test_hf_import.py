@@ -97,6 +97,7 @@ def test_sharded_checkpoint_round_trips(tmp_path):
     assert torch.equal(reloaded(tokens).logits, model(tokens).logits)
 
 
+@pytest.mark.slow
 def test_imported_model_generates_as_transformers_does(tmp_path):
   src = tmp_path / "src"
   model = save_random_hf(src, "llama_gqa2_untied")

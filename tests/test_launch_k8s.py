@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.helpers import write_corpus
@@ -72,6 +73,7 @@ def test_manifest_wires_coordinator_service_and_volumes():
   assert "COPY configs/ configs/" in dockerfile and (LAUNCH.parent / config_arg[9:]).exists()
 
 
+@pytest.mark.slow
 def test_pod_command_and_env_form_one_two_process_job(tmp_path):
   _, job = _manifest()
   pod = job["spec"]["template"]["spec"]

@@ -18,6 +18,8 @@ from tests.helpers import write_corpus
 from tests.launch_common import (LAUNCH, REPO, START_LINE, clean_env, run, tiny_train_args,
                                  train_losses)
 
+pytestmark = pytest.mark.slow  # a job on a real SLURM cluster
+
 JOB_TIMEOUT_S = 240
 
 # The tasks' coordinator listens on 127.0.0.1 only, not on every interface (JAX's default

@@ -105,6 +105,7 @@ def test_matches_step_by_step_reference(vocab_size):
       _reference_forward(model, tokens), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_match_autodiff_of_reference():
   # The recurrence has a hand-written VJP; the reference is plain autodiff.
   model = LSTMLM(_config(), rngs=nnx.Rngs(2))
@@ -199,6 +200,7 @@ def test_dropout_only_with_a_key():
 
 # Both input-projection paths (vocabulary gather and per-token matmul).
 @pytest.mark.parametrize("vocab_size", [16, 64])
+@pytest.mark.slow
 def test_bfloat16_compute_runs_the_matmuls_in_bfloat16(vocab_size):
   cfg = _config(vocab_size=vocab_size, dtype=jnp.bfloat16)
   model = LSTMLM(cfg, rngs=nnx.Rngs(7))
@@ -233,6 +235,7 @@ def test_bfloat16_compute_runs_the_matmuls_in_bfloat16(vocab_size):
     assert float(jnp.abs(leaf).max()) > 0
 
 
+@pytest.mark.slow
 def test_adam_steps_reduce_loss_on_repeating_sequence():
   cfg = _config(dropout=0.1)
   model = LSTMLM(cfg, rngs=nnx.Rngs(8))

@@ -11,6 +11,8 @@ from flax import nnx
 from jaxgen.models.lstm_attention import LSTMAttention, LSTMAttentionConfig
 from jaxgen.sample import beam, decode
 
+pytestmark = pytest.mark.slow  # every test here runs for seconds on 2 cores
+
 CFG = LSTMAttentionConfig(vocab_size=128, max_len=16, max_source_len=12, embed_dim=24,
                           hidden_size=32, num_layers=2, num_encoder_layers=2)
 

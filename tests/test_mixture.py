@@ -128,6 +128,7 @@ def test_windows_mixture_does_not_depend_on_the_process_count():
     it.close()
 
 
+@pytest.mark.slow
 def test_training_on_a_mixture_logs_components_and_resumes(tmp_path):
   """metrics.jsonl: tokens drawn per component, a validation loss per component and
   their weighted mean; a run stopped and resumed logs what an uninterrupted one does."""

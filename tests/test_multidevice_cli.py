@@ -23,6 +23,8 @@ import pytest
 
 from tests.helpers import write_corpus, xla_flags
 
+pytestmark = pytest.mark.slow  # whole runs of the command
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

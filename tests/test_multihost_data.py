@@ -1,5 +1,6 @@
 """Two processes on 127.0.0.1 through jax.distributed: each reads only its own slice."""
 
+import pytest
 import json
 import os
 import pathlib
@@ -12,6 +13,8 @@ import numpy as np
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.data.pipeline import make_dataset
 from tests.helpers import xla_flags
+
+pytestmark = pytest.mark.slow  # one process per host
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [f"line {i:02d} of the test corpus" for i in range(24)]

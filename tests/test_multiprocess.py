@@ -131,6 +131,7 @@ def reference(tmp_path_factory):
   return corpus, workdir
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_all_devices(reference, tmp_path):
   corpus, one = reference
   workdir = tmp_path / "two"
@@ -168,6 +169,7 @@ def test_concat_and_pack_refuse_another_process_count_in_one_line():
     assert f"data.mode={mode!r}" in message and "data.mode='windows'" in message
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step(reference, tmp_path, job_factory):
   corpus, one = reference
   workdir = tmp_path / "term"
@@ -186,6 +188,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(reference, tmp_path, job_
   assert max(abs(got[s] - want[s]) for s in range(stopped[0] + 1, STEPS + 1)) < 1e-5
 
 
+@pytest.mark.slow
 def test_lost_process_ends_the_job_in_one_line_and_relaunch_resumes(reference, tmp_path,
                                                                      job_factory):
   corpus, one = reference
@@ -215,6 +218,7 @@ def test_lost_process_ends_the_job_in_one_line_and_relaunch_resumes(reference, t
   assert max(abs(got[s] - want[s]) for s in range(1, STEPS + 1)) < 1e-5
 
 
+@pytest.mark.slow
 def test_unreachable_coordinator_fails_in_one_line(tmp_path):
   corpus = write_corpus(tmp_path / "corpus.txt")
   env = _env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES=2,

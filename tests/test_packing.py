@@ -23,6 +23,7 @@ def tokens(seed=0):
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
+@pytest.mark.slow
 def test_no_gradient_crosses_a_document_boundary(position):
   model = TransformerLM(dataclasses.replace(BASE, position=position), rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
@@ -45,6 +46,7 @@ def test_no_gradient_crosses_a_document_boundary(position):
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
+@pytest.mark.slow
 def test_a_packed_document_computes_what_it_computes_alone(position):
   model = TransformerLM(dataclasses.replace(BASE, position=position), rngs=nnx.Rngs(0))
   tokens_BT = tokens(1)
@@ -54,6 +56,7 @@ def test_a_packed_document_computes_what_it_computes_alone(position):
   np.testing.assert_allclose(packed[:, 5:10], second, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_packed_and_unpacked_losses_agree_on_single_document_rows():
   model = TransformerLM(BASE, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)

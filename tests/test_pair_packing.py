@@ -142,6 +142,7 @@ def token_losses(m, batch, deltas=None):
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
+@pytest.mark.slow
 def test_no_gradient_crosses_packed_pairs_and_each_loss_is_its_padded_loss(position):
   cfg, items, tok = setup(examples=40)
   batch = packed_row(tok, items)
@@ -172,6 +173,7 @@ def test_no_gradient_crosses_packed_pairs_and_each_loss_is_its_padded_loss(posit
     np.testing.assert_allclose(packed_ce[tgt_seg == n].mean(), alone_ce.mean(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_packed_training_resumes_exactly(tmp_path):
   """Stopped after step 6 and started again, a packed run gives the losses of an
   uninterrupted one: the packer's state is in the checkpoint."""
@@ -187,6 +189,7 @@ def test_packed_training_resumes_exactly(tmp_path):
                              train_losses(tmp_path / "whole")[-6:], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_train_and_inspect_commands_pack_pairs_and_lstm_attention_refuses(tmp_path):
   small = ["--config.model.embed_dim=32", "--config.model.num_layers=1",
            "--config.model.num_encoder_layers=1", "--config.data.synthetic_max_len=6",

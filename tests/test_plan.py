@@ -107,6 +107,7 @@ def test_heads_that_do_not_divide_the_tensor_axis_are_a_warning():
   assert wq["mesh_axes"] == [None, None, None] and wq["bytes_per_device"] == L * D * D * 4
 
 
+@pytest.mark.slow
 def test_json_agrees_with_the_hand_count_and_the_compiler():
   result = jaxgen_plan("--config=configs/gpt2_124m.py", "--devices=8", "--chip=h200", "--json",
                        "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
@@ -128,6 +129,7 @@ def test_json_agrees_with_the_hand_count_and_the_compiler():
   assert report["fits"] is True and report["flops_per_token"] > 6 * GPT2_PARAMS * 0.99
 
 
+@pytest.mark.slow
 def test_every_launch_problem_is_one_line():
   # 3 x 1 x 1 is not 8 devices, and 10 rows split neither 3 ways nor, for eval, 3 ways.
   result = jaxgen_plan("--config=configs/gpt2_124m.py", "--devices=8", "--config.mesh.data=3",
@@ -142,6 +144,7 @@ def test_every_launch_problem_is_one_line():
   assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_llama_1b_fits_one_h200_but_not_one_tpu_v5e():
   """The recipe as it stands compiles for one device; the same step is too big for
   a 16 GiB TPU v5e, which exits 1 with one error line and the plan on stdout."""

@@ -44,6 +44,7 @@ def trained(tmp_path_factory) -> tuple[pathlib.Path, subprocess.CompletedProcess
   return wd, result
 
 
+@pytest.mark.slow
 def test_training_writes_nothing_to_stderr(trained):
   _, result = trained
   assert result.stderr == ""
@@ -51,6 +52,7 @@ def test_training_writes_nothing_to_stderr(trained):
   assert "done: 6 steps" in result.stdout
 
 
+@pytest.mark.slow
 def test_sampling_prints_samples_only(trained):
   wd, _ = trained
   result = jaxgen("sample", f"--workdir={wd}", "--prompt=To be", "--max_new_tokens=10",
@@ -60,6 +62,7 @@ def test_sampling_prints_samples_only(trained):
   assert result.stdout.count("--- sample ") == 2
 
 
+@pytest.mark.slow
 def test_verbosity_shows_library_logs(trained):
   wd, _ = trained
   result = jaxgen("sample", f"--workdir={wd}", "--prompt=To be", "--max_new_tokens=5",

@@ -41,6 +41,7 @@ def _spread(model, scale=20.0):
 
 
 @pytest.mark.parametrize("position", ["rope", "learned"])
+@pytest.mark.slow
 def test_greedy_reads_the_whole_context_then_crops_as_nanogpt(position):
   cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
                           position=position, tie_embeddings=False)
@@ -60,6 +61,7 @@ def test_greedy_reads_the_whole_context_then_crops_as_nanogpt(position):
   assert list(got[0]) != _half_window_greedy(model, prompts[0], 30, 16)
 
 
+@pytest.mark.slow
 def test_window_stride_rereads_the_context_every_k_tokens():
   cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
                           position="rope", tie_embeddings=False)
@@ -117,6 +119,7 @@ def test_streams_of_different_prompts_are_independent():
   np.testing.assert_array_equal(again[0], got[3])
 
 
+@pytest.mark.slow
 def test_lstm_greedy_matches_recompute():
   cfg = LSTMConfig(vocab_size=128, embed_dim=16, hidden_size=16, num_layers=2)
   model = LSTMLM(cfg, rngs=nnx.Rngs(0))
@@ -125,6 +128,7 @@ def test_lstm_greedy_matches_recompute():
   assert list(got[0]) == greedy_by_recompute(model, [1, 2, 3], 20)
 
 
+@pytest.mark.slow
 def test_long_prompt_prefilled_in_chunks_matches_recompute():
   # 21 prompt tokens take two prefill chunks; a context of 40 is no whole
   # number of chunks.
@@ -150,6 +154,7 @@ def _count_compiles():
 
 
 @pytest.mark.parametrize("kind", ["transformer", "lstm"])
+@pytest.mark.slow
 def test_prompts_of_any_lengths_batched_equal_one_at_a_time_with_one_program(kind):
   if kind == "transformer":
     cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=2, num_heads=2, embed_dim=32,
@@ -179,6 +184,7 @@ def test_prompts_of_any_lengths_batched_equal_one_at_a_time_with_one_program(kin
   assert compiles == []
 
 
+@pytest.mark.slow
 def test_same_seed_same_samples_and_padding_never_drawn():
   cfg = TransformerConfig(vocab_size=128, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
   graphdef, params = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)))
@@ -241,6 +247,7 @@ _RIGGED = jnp.array([0.0, 1.0, 8.0, 9.0, 0.5, 10.0, 10.0])
 _ALLOWED = {0, 1, 4}
 
 
+@pytest.mark.slow
 def test_excluded_and_padded_ids_are_never_drawn_though_most_likely():
   keys = jax.random.split(jax.random.key(2), 2000)
   masked = dict(vocab_size=5, exclude_ids=(2, 3))

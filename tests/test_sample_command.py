@@ -29,6 +29,8 @@ from tests.helpers import (xla_flags, assert_one_error, one_line, run_jaxgen, ti
 from tests.test_sample import RiggedLM
 from tests.test_train import run
 
+pytestmark = pytest.mark.slow  # the tests sample from a workdir that a module fixture trains
+
 
 def _config(source, **train):
   cfg = tiny_transformer_config(source, **{**dict(steps=300, learning_rate=1e-2), **train})

@@ -50,6 +50,7 @@ def trained(tmp_path_factory):
   return workdir, last
 
 
+@pytest.mark.slow
 def test_training_reports_decoded_metrics_and_learns_to_reverse(trained):
   workdir, last = trained
   evals = [r for r in records(workdir) if "val_exact_match" in r]
@@ -90,6 +91,7 @@ def test_synthetic_tasks_are_seeded_and_correct(task, check):
   assert pairs.pairs(cfg.data, "eval")[0] != a[0]
 
 
+@pytest.mark.slow
 def test_meshes_agree_on_encoder_decoder_losses(tmp_path):
   losses = {}
   for mesh in [(1, 1, 1), (2, 2, 2), (1, 4, 2)]:
@@ -102,6 +104,7 @@ def test_meshes_agree_on_encoder_decoder_losses(tmp_path):
     np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0, err_msg=f"mesh {mesh}")
 
 
+@pytest.mark.slow
 def test_generate_from_sources_batched_equals_one_at_a_time(trained):
   workdir, _ = trained
   sources = ["abc", "fedcba", "a", "bbaf", "cde"]
@@ -118,6 +121,7 @@ def test_generate_from_sources_batched_equals_one_at_a_time(trained):
   assert [len(s) for s in sampled] == [2] * 5
 
 
+@pytest.mark.slow
 def test_sample_command_prints_and_writes_outputs(trained, tmp_path):
   workdir, _ = trained
   out = run_jaxgen("sample", f"--workdir={workdir}", "--source=abcd", "--temperature=0")
@@ -153,6 +157,7 @@ def test_sample_command_prints_and_writes_outputs(trained, tmp_path):
   assert_one_error(bad, "--source")
 
 
+@pytest.mark.slow
 def test_train_cli_with_bad_paired_sources_is_one_line(tmp_path):
   tsv = tmp_path / "pairs.tsv"
   tsv.write_text("hallo\thello\nkein tab hier\n")
@@ -180,6 +185,7 @@ def test_language_model_with_pairs_is_refused():
   one_line(err)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
   """A run stopped after step 6 (its checkpoint) and started again gives the losses
   of an uninterrupted run: the pair stream resumes where it was."""
@@ -192,6 +198,7 @@ def test_resume_continues_exactly(tmp_path):
                              rtol=0)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_pair_stream(tmp_path):
   run(reverse_config(steps=2), tmp_path)
   cfg = reverse_config(steps=4)
@@ -326,6 +333,7 @@ def test_resume_of_an_older_pair_run_knows_it_split_at_the_tail(tmp_path):
   loop._check_compatible(setup, older_meta(setup, "pair_split"))
 
 
+@pytest.mark.slow
 def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
   from jaxgen.sample import conditional
   from jaxgen.sample.restore import restore
@@ -341,6 +349,7 @@ def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
   assert cut == same
 
 
+@pytest.mark.slow
 def test_killed_mid_training_then_rerun_gives_the_uninterrupted_losses(tmp_path):
   """SIGKILL of `jaxgen train` after a save, as for the language model: the rerun
   resumes the model, optimizer and pair stream bit for bit."""

@@ -234,6 +234,7 @@ def test_prepare_refuses_another_source_in_the_same_directory(jsonl_store, tmp_p
     _prepare(_cfg(f"text:{tmp_path}/x.txt"), out)
 
 
+@pytest.mark.slow
 def test_training_from_a_store_equals_training_online(jsonl_store, tmp_path):
   """The same losses step for step: the store feeds the batches online tokenization does."""
   from jaxgen.train.loop import train_and_evaluate
@@ -251,6 +252,7 @@ def test_training_from_a_store_equals_training_online(jsonl_store, tmp_path):
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_prepare_command_and_inspect(tmp_path):
   from tests.helpers import run_jaxgen
   source = _jsonl_corpus(tmp_path / "c", files=1, docs=40)

@@ -74,6 +74,7 @@ def test_translation_splits_read_as_pairs(tmp_path, no_network):
 
 
 @needs_tf
+@pytest.mark.slow
 def test_packed_training_on_tfds_pairs(tmp_path, no_network):
   cfg = tfds_config(tmp_path / "data", mode="pack", seq_len=16, source_len=16)
   cfg.train.update(steps=3, batch_size=2)

@@ -228,6 +228,7 @@ def test_one_long_document_trains_like_its_lines(lines, sp):
   assert tok.decode(ids) == one_line
 
 
+@pytest.mark.slow
 def test_tiny_shakespeare_one_document():
   if not SHARED_CORPUS.exists():
     pytest.skip("needs ../shared/data/tiny_shakespeare/input.txt (the shared "

@@ -52,6 +52,7 @@ def run(cfg, workdir, mesh=(1, 1, 1)):
     sharding.make_mesh = original
 
 
+@pytest.mark.slow
 def test_short_run_lowers_loss_and_writes_outputs(source, tmp_path):
   cfg = tiny_transformer_config(source, steps=120, learning_rate=1e-2)
   cfg.eval.every_steps = 60
@@ -206,6 +207,7 @@ class StateSpy:
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+@pytest.mark.slow
 def test_layout_check_sees_a_replicated_or_moved_state(source):
   """The checks above fail on the layouts they guard against."""
   cfg = tiny_transformer_config(source)
@@ -226,6 +228,7 @@ def test_layout_check_sees_a_replicated_or_moved_state(source):
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices: set "
                     "XLA_FLAGS=--xla_force_host_platform_device_count=8")
+@pytest.mark.slow
 def test_meshes_agree_on_training_losses(source, tmp_path, monkeypatch):
   losses = {}
   for mesh in MESHES:
@@ -242,6 +245,7 @@ def test_meshes_agree_on_training_losses(source, tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+@pytest.mark.slow
 def test_lstm_meshes_agree(source, tmp_path, monkeypatch):
   losses = []
   for mesh in [(1, 1, 1), (2, 2, 2)]:
@@ -254,6 +258,7 @@ def test_lstm_meshes_agree(source, tmp_path, monkeypatch):
   np.testing.assert_allclose(losses[1], losses[0], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_one_line_and_saves_no_bad_step(source, tmp_path, monkeypatch):
   """A loss that turns NaN at step 4 (its batch holds a token id outside the embedding
   table, which JAX's gather reads as NaN) stops the run with one line naming the step,
@@ -290,6 +295,7 @@ def _gradient_recorder() -> optax.GradientTransformation:
       update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(source):
   """The train step's gradient, whole or from 4 micro-batches, equals the plain
   gradient of the whole batch's mean cross-entropy plus z-loss."""
@@ -326,6 +332,7 @@ def test_gradient_accumulation_matches_one_big_batch(source):
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+@pytest.mark.slow
 def test_accumulation_and_z_loss_in_a_real_run(source, tmp_path):
   """train.grad_accum_steps=2 (over 2 data-parallel devices) trains on the same
   batches to the same losses as one whole batch; train.z_loss reaches the step."""

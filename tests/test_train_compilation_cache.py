@@ -1,12 +1,15 @@
 """train.compilation_cache_dir: the command line fills JAX's persistent cache, and the
 next run loads its programs from there instead of compiling them again."""
 
+import pytest
 import os
 import pathlib
 import subprocess
 import sys
 
 from tests.helpers import write_corpus, xla_flags
+
+pytestmark = pytest.mark.slow  # whole runs of the command
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

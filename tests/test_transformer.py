@@ -39,6 +39,7 @@ def test_shapes_and_dtype(name):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "scan_remat"])
+@pytest.mark.slow
 def test_bf16_compute_runs_every_matmul_in_bf16(name):
   overrides = {**VARIANTS[name], "dropout": 0.0}
   m16, m32 = model(dtype=jnp.bfloat16, **overrides), model(**overrides)
@@ -77,6 +78,7 @@ def test_bf16_compute_runs_every_matmul_in_bf16(name):
 
 
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["loop", "scan"])
+@pytest.mark.slow
 def test_remat_computes_the_same_loss_and_gradients(scan_layers):
   # Dropout on: the recomputed forward must draw the same masks.
   overrides = dict(scan_layers=scan_layers, position="rope", dropout=0.1)
@@ -137,6 +139,7 @@ def _saved_by_policy(remat_eqn):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.slow
 def test_causality_through_gradients(name):
   # Untied, so each embedding row only feeds the input at the position holding that token.
   m = model(**{**VARIANTS[name], "tie_embeddings": False})
@@ -159,6 +162,7 @@ def test_dropout_only_with_a_key():
 
 
 @pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.slow
 def test_kv_cache_decoding_equals_full_forward(name):
   m = model(**{**VARIANTS[name], "dropout": 0.0})
   x = tokens(t=12, seed=3)
