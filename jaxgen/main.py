@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxgen import config_check, distributed, json_config, logs, supervise
+from jaxgen import config_check, distributed, json_config, logs, supervise, workdir_paths
 from jaxgen.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -216,6 +216,7 @@ def _join_job(cfg) -> None:
 
 
 def _sample() -> None:
+  workdir_paths.checkpoints_of(_WORKDIR.value)
   from jaxgen.sample.restore import generate, read_prompt_file
   if _SOURCE.value is not None or _SOURCE_FILE.value is not None:
     _sample_sources(generate, read_prompt_file)
@@ -248,13 +249,17 @@ def _sample() -> None:
 
 def _interop(command: str) -> None:
   if command == "export":
-    from jaxgen.interop.hf_export import export
     if _STEP.value is not None and _BEST.value:
       raise UserError("--step and --best both given; use one")
+    from jaxgen.interop import safetensors_io  # numpy only
+    safetensors_io.parse_size(_MAX_SHARD.value)  # a bad flag is named first, as before
+    workdir_paths.checkpoints_of(_WORKDIR.value)
+    from jaxgen.interop.hf_export import export
     out = export(_WORKDIR.value, _OUT.value, step=_STEP.value, best=_BEST.value,
                  max_shard_size=_MAX_SHARD.value)
     print(f"jaxgen: exported {_WORKDIR.value} to {out} (Hugging Face format)", flush=True)
   else:
+    workdir_paths.hf_model_dir(_HF.value)
     from jaxgen.interop.hf_import import import_hf
     wd = import_hf(_HF.value, _WORKDIR.value)
     print(f"jaxgen: imported {_HF.value} into {wd}; sample with `jaxgen sample "

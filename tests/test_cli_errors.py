@@ -207,3 +207,23 @@ def _assert_one_error(result: subprocess.CompletedProcess, *needles: str) -> str
   for needle in needles:
     assert needle in lines[0], shown
   return lines[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["sample", "--workdir={tmp}/none", "--prompt=a"], "holds no checkpoints"),
+    (["export", "--workdir={tmp}/none", "--out={tmp}/hf"], "holds no checkpoints"),
+    (["import", "--hf={tmp}/none", "--workdir={tmp}/run"], "is not a local directory"),
+    (["import", "--hf={tmp}", "--workdir={tmp}/run"], "has no config.json"),
+])
+def test_wrong_directories_are_refused_before_jax_is_imported(tmp_path, args, needle):
+  """Seconds of imports would come before these lines otherwise, at every typo."""
+  code = ("import sys\nfrom jaxgen import main\nsys.argv = ['jaxgen', *sys.argv[1:]]\n"
+          "try:\n  main.run()\nexcept SystemExit as e:\n"
+          "  print('exit', e.code, 'jax' in sys.modules)\n")
+  out = subprocess.run([sys.executable, "-c", code, *(a.format(tmp=tmp_path) for a in args)],
+                       cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                       capture_output=True, text=True, timeout=60)
+  assert out.stdout == "exit 1 False\n", out.stdout + out.stderr
+  lines = out.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("jaxgen: error: ") and needle in lines[0], lines
+  assert sorted(p.name for p in tmp_path.iterdir()) == []

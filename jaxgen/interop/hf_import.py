@@ -20,6 +20,7 @@ import json
 import pathlib
 
 from jaxgen.errors import UserError
+from jaxgen.workdir_paths import hf_model_dir
 from jaxgen.interop import hf_layouts, safetensors_io
 
 
@@ -28,7 +29,7 @@ def import_hf(hf_dir: str, workdir: str) -> pathlib.Path:
   from jaxgen.data.hf_tokenizer import HfTokenizer
   from jaxgen.interop import workdir as workdir_lib
   from jaxgen.models.factory import model_config
-  src = _local_dir(hf_dir)
+  src = hf_model_dir(hf_dir)
   try:
     hf = json.loads((src / "config.json").read_text())
   except (OSError, ValueError) as e:
@@ -63,20 +64,6 @@ def import_hf(hf_dir: str, workdir: str) -> pathlib.Path:
   finally:
     import shutil
     shutil.rmtree(tok_dir, ignore_errors=True)
-
-
-def _local_dir(hf_dir: str) -> pathlib.Path:
-  src = pathlib.Path(hf_dir).expanduser()
-  if src.is_dir():
-    if not (src / "config.json").is_file():
-      raise UserError(f"--hf={hf_dir} has no config.json; point it to a directory written "
-                      "by save_pretrained")
-    return src.absolute()
-  if src.exists():
-    raise UserError(f"--hf={hf_dir} is a file; pass the model's directory")
-  raise UserError(f"--hf={hf_dir} is not a local directory; jaxgen imports offline and "
-                  "downloads nothing: fetch a hub model first (e.g. `huggingface-cli "
-                  f"download {hf_dir} --local-dir DIR`) and pass --hf=DIR")
 
 
 def _tokenizer_dir(src: pathlib.Path) -> pathlib.Path:

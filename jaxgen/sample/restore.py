@@ -23,6 +23,7 @@ from jaxgen.sample import decode
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state
+from jaxgen.workdir_paths import checkpoints_of
 
 # Rows (prompts x samples, or beams) per decoding call: on 2 CPU cores a batch
 # of 64 decodes ~5x as many tokens/s as one row (benchmarks/RESULTS.md), and
@@ -114,9 +115,7 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
 def restore(workdir: str, *, step: int | None = None, best: bool = False):
   """(graphdef, params, config, tokenizer) from one checkpoint, on one device; the
   optimizer state is not read."""
-  wd = pathlib.Path(workdir).expanduser()
-  if not (wd / "checkpoints").is_dir():
-    raise UserError(f"{wd} holds no checkpoints; pass the --workdir of a `jaxgen train` run")
+  wd = checkpoints_of(workdir)
   with logs.quiet_libraries():  # Orbax's routine warnings on every read-only open
     return _restore(wd, step, best)
 
