@@ -253,6 +253,31 @@ def test_training_from_a_store_equals_training_online(jsonl_store, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_refuses_a_store_rebuilt_under_its_path(jsonl_store, tmp_path):
+  """Same path, tokenizer and model, other records: only the manifest's hash, kept in the
+  checkpoint, tells. The same store prepared again (byte-identical) still resumes."""
+  import shutil
+  from jaxgen.train.loop import train_and_evaluate
+  from tests.helpers import tiny_transformer_config
+  cfg, _, _ = jsonl_store
+  out, workdir = tmp_path / "store", tmp_path / "run"
+  _prepare(cfg, out)
+  c = tiny_transformer_config(f"store:{out}", steps=2, batch_size=8)
+  c.data.update(tokenizer="byte", mode="pack")
+  c.eval.update(every_steps=0)
+  train_and_evaluate(c, str(workdir))
+  shutil.rmtree(out)
+  _prepare(_cfg(_jsonl_corpus(tmp_path / "other", files=1, docs=30)), out)
+  c.train.steps = 4
+  with pytest.raises(UserError, match=f"token store {out} is not the one the checkpoints"):
+    train_and_evaluate(c, str(workdir))
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+  shutil.rmtree(out)
+  _prepare(cfg, out)
+  assert train_and_evaluate(c, str(workdir))["step"] == 4
+
+
+@pytest.mark.slow
 def test_prepare_command_and_inspect(tmp_path):
   from tests.helpers import run_jaxgen
   source = _jsonl_corpus(tmp_path / "c", files=1, docs=40)

@@ -172,11 +172,36 @@ class Store:
     return state
 
 
+def manifest_hashes(data_cfg: Any) -> dict[str, str]:
+  """{store directory: sha256 of its manifest.json} for every store the data config reads
+  (data.source and data.mixture's components): what a checkpoint records so that a
+  store rebuilt or replaced under the same path is not continued as if it were the same."""
+  from jaxgen.data import mixture  # pylint: disable=import-outside-toplevel
+  sources = ([c.source for c in mixture.parse(data_cfg.mixture)]
+             if data_cfg.get("mixture", "") else [data_cfg.source])
+  out = {}
+  for source in sources:
+    scheme, _, rest = str(source).partition(":")
+    if scheme == "store":
+      out[rest] = hashlib.sha256((open_store(rest).directory / "manifest.json").read_bytes()
+                                 ).hexdigest()
+  return out
+
+
 def open_store(directory: str) -> Store:
-  return _OPEN.get(directory) or _OPEN.setdefault(directory, Store(directory))
+  """The store at `directory`, opened once per process while its manifest stays the same
+  (a store rebuilt in place is opened again)."""
+  try:
+    st = os.stat(pathlib.Path(os.path.expanduser(directory)) / "manifest.json")
+    key = (directory, st.st_mtime_ns, st.st_size, st.st_ino)
+  except OSError:
+    return Store(directory)  # its one line says what is missing
+  if key not in _OPEN:
+    _OPEN[key] = Store(directory)
+  return _OPEN[key]
 
 
-_OPEN: dict[str, Store] = {}
+_OPEN: dict[tuple, Store] = {}
 
 
 class TokenStream:

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxgen import config_check, tasks
 from jaxgen import metrics as metrics_lib
-from jaxgen.data import mixture, pairs
+from jaxgen.data import mixture, pairs, store
 from jaxgen.data.pipeline import windows_state
 from jaxgen.data.tokenizer import Tokenizer, tokenizer_from_spec
 from jaxgen.errors import UserError
@@ -83,7 +83,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, d.seq_len, built.source_len)
   # The process count says whose iterator positions a checkpoint holds.
   meta = {"config": json.loads(cfg.to_json_best_effort()), "tokenizer": tokenizer.spec(),
-          "processes": hosts}
+          "processes": hosts, "stores": store.manifest_hashes(d)}
   return Setup(wd, tokenizer, built.train_data, built.eval_data, built.full_eval_data,
                model_cfg, mesh, rules, meta, task, built.decode_pairs, built.source_len,
                built.doc_split, built.eval_parts)
@@ -329,6 +329,7 @@ def _check_compatible(s: Setup, meta: dict) -> None:
     raise UserError(f"this config's model differs from the one {where} hold: "
                     f"{', '.join(differ)}; use the config they were trained with, or a new "
                     "--workdir")
+  _check_same_stores(s, meta)
   ours_cfg = s.meta["config"]
   # A key the saved config lacks (saved by an older jaxgen) cannot be compared, unless
   # the older jaxgen's behaviour is known.
@@ -350,6 +351,19 @@ def _check_compatible(s: Setup, meta: dict) -> None:
         + ", ".join(f"{k}={_get(ours_cfg, k)!r} (saved: {saved_stream[k]!r})"
                     for k in changed)
         + "; resume with the saved values, or start a new --workdir")
+
+
+def _check_same_stores(s: Setup, meta: dict) -> None:
+  """A store rebuilt or replaced under its path holds other records in other places:
+  the saved data position would continue on other data. (Checkpoints written before
+  jaxgen recorded the manifests' hashes are not checked.)"""
+  for directory, digest in meta.get("stores", {}).items():
+    ours = s.meta["stores"].get(directory)
+    if ours is not None and ours != digest:
+      raise UserError(
+          f"token store {directory} is not the one the checkpoints in "
+          f"{s.workdir / 'checkpoints'} were trained on (its manifest.json changed: rebuilt "
+          "or replaced since); resume on that store, or start a new --workdir")
 
 
 _MISSING = object()
