@@ -240,7 +240,7 @@ class SequenceToSequence:
     source = ((batch_size, d.source_len or d.seq_len), "int32")
     fields = dict(inputs=target, targets=target, source=source, source_segment_ids=source,
                   segment_ids=target, weights=((batch_size, d.seq_len), "float32"))
-    if d.mode == "pack":  # see data/pair_packing.py
+    if d.mode == "pack":  # see data/packing.py
       fields.update(source_positions=source, positions=target)
     return _spec(**fields)
 

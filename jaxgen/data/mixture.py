@@ -121,7 +121,7 @@ def make_dataset(parts: Sequence[tuple[Component, Any]], tokenizer, *, seq_len: 
     make = _MixedWindowBatch(samplers, proportions(weights), seed, batch_size * shard_count,
                              shard_index * batch_size, batch_size)
     ds = grain.MapDataset.range(sys.maxsize).map(make).to_iter_dataset(
-        pipeline._read_options(prefetch))
+        pipeline.read_options(prefetch))
     if prefetch:
       ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
   else:

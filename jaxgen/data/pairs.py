@@ -28,7 +28,7 @@ A batch holds "source" [B, S] (source ids + eos, padded) with
 target tokens, 0 on padding): the loss counts target tokens only. Longer
 sources are cut to data.source_len (still ending in eos), longer targets to
 data.seq_len. With data.mode='pack', training rows hold several pairs each
-(segment ids 1, 2, ... and positions on both sides: jaxgen/data/pair_packing.py);
+(segment ids 1, 2, ... and positions on both sides: jaxgen/data/packing.py);
 evaluation stays one pair per row.
 """
 
@@ -308,7 +308,7 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
                       repeat: bool = True, shard_index: int = 0, shard_count: int = 1,
                       prefetch: int = 2, pack: bool = False):
   """Padded batches of this host's share of `items` (see the module docstring), or
-  with `pack` several pairs per row (jaxgen/data/pair_packing.py).
+  with `pack` several pairs per row (jaxgen/data/packing.py).
 
   `repeat=False` is one pass whose last batch is filled with weight-0 rows.
   Returns a checkpointable `grain.IterDataset`.
@@ -320,17 +320,22 @@ def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, sourc
   if len(items) < shard_count:
     raise UserError(f"the data has {count(len(items), 'pair')}, fewer than the "
                     f"{shard_count} hosts")
-  if pack:
-    from jaxgen.data import pair_packing  # pylint: disable=import-outside-toplevel
-    return pair_packing.packed_pairs(
-        items, tokenizer, source_len=source_len, target_len=target_len,
-        batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
-        shard_index=shard_index, shard_count=shard_count, prefetch=prefetch)
   ds = grain.MapDataset.source(items)[shard_index::shard_count]
   if shuffle:
-    ds = ds.shuffle(seed % 2**32)
+    ds = ds.shuffle(seed % 2**32)  # reshuffled per epoch by repeat
   if repeat:
     ds = ds.repeat()
+  if pack:
+    from jaxgen.data import packing, pipeline  # pylint: disable=import-outside-toplevel
+    ds = ds.map(_EncodeUnpadded(tokenizer, source_len, target_len)).to_iter_dataset(
+        pipeline.read_options(prefetch))
+    ds = packing.packed_batches(
+        ds, {"source": source_len, "inputs": target_len, "targets": target_len},
+        pad_id=tokenizer.pad_id, batch_size=batch_size, seed=seed, shuffle=shuffle,
+        drop_remainder=repeat)
+    if prefetch:  # packing and batching one step ahead in a thread
+      ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
+    return ds
   ds = ds.map(_Encode(tokenizer, source_len, target_len))
   ds = ds.batch(batch_size, drop_remainder=repeat, batch_fn=_Batch(batch_size))
   threads = min(prefetch, 4)
@@ -360,6 +365,16 @@ def encode_pair(tokenizer: Any, pair: tuple[str, str], source_len: int,
   return {"source": encode_source(tokenizer, pair[0], source_len),
           "inputs": np.concatenate([[tokenizer.bos_id], tgt]).astype(np.int32)[:target_len],
           "targets": np.concatenate([tgt, [tokenizer.eos_id]]).astype(np.int32)[:target_len]}
+
+
+class _EncodeUnpadded:
+  """(source, target) texts -> the unpadded arrays that pack mode packs (in the read threads)."""
+
+  def __init__(self, tokenizer: Any, source_len: int, target_len: int):
+    self.tokenizer, self.source_len, self.target_len = tokenizer, source_len, target_len
+
+  def __call__(self, pair: tuple[str, str]) -> dict[str, np.ndarray]:
+    return encode_pair(self.tokenizer, pair, self.source_len, self.target_len)
 
 
 class _Encode:

@@ -34,15 +34,12 @@ from typing import Any, Protocol
 import grain
 import numpy as np
 
+from jaxgen.data import packing
 from jaxgen.data.batches import WindowSampler
 from jaxgen.errors import UserError
 from jaxgen.messages import count
 
 MODES = ("windows", "concat", "pack")
-# First-fit emits all its bins as soon as one piece fits in none of them, so
-# more bins leave less padding; 64 keeps padding low for paragraph-sized docs
-# at a few hundred KB of buffers (see benchmarks/input_throughput.py).
-_MIN_PACKING_BINS = 64
 
 
 class PipelineTokenizer(Protocol):
@@ -133,7 +130,7 @@ def doc_pieces(ids: np.ndarray, tokenizer: PipelineTokenizer,
   return pieces
 
 
-def _read_options(prefetch: int) -> grain.ReadOptions:
+def read_options(prefetch: int) -> grain.ReadOptions:
   # Threads, never processes: tests run in-process and forking next to JAX
   # is fragile. The tokenizers and numpy release the GIL for the heavy parts.
   threads = min(prefetch, os.cpu_count() or 1, 4)
@@ -169,7 +166,7 @@ def _windows(docs, tokenizer, seq_len, batch_size, seed, repeat, shard_index,
   make = _WindowBatch(WindowSampler(tokens, global_rows, seq_len, seed),
                       shard_index * batch_size, batch_size)
   return grain.MapDataset.range(num_batches).map(make).to_iter_dataset(
-      _read_options(prefetch))
+      read_options(prefetch))
 
 
 def windows_state(batch_index: int) -> dict[str, Any]:
@@ -210,7 +207,7 @@ def _concat(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
     ds = ds.repeat()
   # Batching the MapDataset keeps the iterator state a single index.
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_split_chunks)
-  return ds.to_iter_dataset(_read_options(prefetch))
+  return ds.to_iter_dataset(read_options(prefetch))
 
 
 class _Chunks(Sequence):
@@ -248,27 +245,6 @@ class _Flatten(grain.experimental.FlatMapTransform):
     return element
 
 
-class _PackedBatch:
-  """Stacks packed rows into the batch layout, padding a short last batch."""
-
-  def __init__(self, batch_size: int, seq_len: int, pad_id: int):
-    self.batch_size, self.seq_len, self.pad_id = batch_size, seq_len, pad_id
-
-  def __call__(self, rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    missing = self.batch_size - len(rows)
-    def stack(key: str, fill: int) -> np.ndarray:
-      x_BT = np.stack([r[key] for r in rows]).astype(np.int32)
-      if missing:  # only the last batch of a single pass
-        x_BT = np.concatenate([x_BT, np.full((missing, self.seq_len), fill, np.int32)])
-      return x_BT
-    segment_ids_BT = stack("inputs_segment_ids", 0)
-    return {"inputs": stack("inputs", self.pad_id),
-            "targets": stack("targets", self.pad_id),
-            "segment_ids": segment_ids_BT,
-            "positions": stack("inputs_positions", 0),
-            "weights": (segment_ids_BT != 0).astype(np.float32)}
-
-
 def _pack(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
           shard_index, shard_count, prefetch) -> grain.IterDataset:
   ds = grain.MapDataset.source(docs)[shard_index::shard_count]
@@ -277,19 +253,15 @@ def _pack(docs, tokenizer, seq_len, batch_size, seed, shuffle, repeat,
   if repeat:
     ds = ds.repeat()
   # Tokenize a few batches' worth of documents ahead in the read threads.
-  read = _read_options(prefetch)
+  read = read_options(prefetch)
   if prefetch:
     read = grain.ReadOptions(num_threads=read.num_threads,
                              prefetch_buffer_size=4 * max(batch_size, 16))
   ds = ds.map(_Pieces(tokenizer, seq_len)).to_iter_dataset(read)
   ds = grain.experimental.FlatMapIterDataset(ds, _Flatten())
-  ds = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct={"inputs": seq_len, "targets": seq_len},
-      num_packing_bins=max(batch_size, _MIN_PACKING_BINS), seed=seed % 2**32,
-      shuffle_bins=shuffle,
-      padding_struct={"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id})
-  return ds.batch(batch_size, drop_remainder=repeat,
-                  batch_fn=_PackedBatch(batch_size, seq_len, tokenizer.pad_id))
+  return packing.packed_batches(ds, {"inputs": seq_len, "targets": seq_len},
+                                pad_id=tokenizer.pad_id, batch_size=batch_size, seed=seed,
+                                shuffle=shuffle, drop_remainder=repeat)
 
 
 # Inspection.
