@@ -5,7 +5,7 @@ without being read into memory. One pass at start-up indexes it: for each docume
 where it lies (file, byte offset, length) and the (hash, length) key its split needs,
 about 32 bytes a document, computed in worker processes for large inputs. The
 train/validation split is then decided by the rules the in-memory path applies
-(`store_prepare.split_heads`, as `jaxgen data prepare` decides it), and each
+(data/splits.py, as `jaxgen data prepare` decides it), and each
 document is read back from its file when the pipeline asks for it, in the read
 threads that tokenize ahead of the step. The documents, their order and so the
 batches are those of the in-memory path; memory holds the index, not the text.
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from jaxgen.data import readers, sources
+from jaxgen.data.splits import document_heads
 from jaxgen.errors import UserError
 
 _PARALLEL_BYTES = 64 << 20  # smaller inputs are indexed in this process
@@ -31,7 +32,6 @@ _UNIT_BYTES = 64 << 20
 
 def splits(data_cfg: Any, scheme: str, paths: list[str]) -> dict[str, LazyDocuments]:
   """{"train", "eval"}: the source's documents, read from their files on demand."""
-  from jaxgen.data import store_prepare
   hint = ("tokenize it once into a token store (`jaxgen data prepare --config=... "
           "--out=DIR`, then data.source=store:DIR), which streams any input")
   compressed = [p for p in paths if p.endswith(readers.COMPRESSED)]
@@ -44,7 +44,8 @@ def splits(data_cfg: Any, scheme: str, paths: list[str]) -> dict[str, LazyDocume
     raise UserError(f"data.source {data_cfg.source!r} is one document larger than "
                     f"data.max_in_memory_mb={data_cfg.max_in_memory_mb}, which pack mode "
                     f"cannot read in pieces; {hint}")
-  head = store_prepare.split_heads(data_cfg, hashes, lengths)
+  head = document_heads(data_cfg.source, data_cfg.val_fraction,
+                        data_cfg.get("doc_split", "tail"), hashes, lengths)
   train = np.flatnonzero(head != 0)
   held = np.flatnonzero(head >= 0)
   depends_on = data_cfg.get("doc_split", "tail") if data_cfg.val_fraction > 0 else None

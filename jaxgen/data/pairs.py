@@ -12,13 +12,12 @@
                        with source_key='de', target_key='en' (a Translation feature's
                        languages); read lazily as the LM's tfds: documents are
 
-Files split by data.pair_split. 'hashed' (the default) holds out about
-val_fraction of the pairs, chosen by a hash of their text, never by their place
-in the file: pair files are often sorted (by headword, by section, by source), so
-their tail is not a sample of them (the Ding pairs' last 10% are mostly its
-proverbs).
-Pairs that share a source or a target text fall on the same side, so no text the
-model trained on is scored as unseen. 'tail' holds out the last
+Files split by data.pair_split (the rules: data/splits.py). 'hashed' (the default)
+holds out about val_fraction of the pairs, chosen by a hash of their text, never by
+their place in the file: pair files are often sorted (by headword, by section, by
+source), so their tail is not a sample of them (the Ding pairs' last 10% are mostly
+its proverbs). Pairs that share a source or a target text fall on the same side, so
+no text the model trained on is scored as unseen. 'tail' holds out the last
 ceil(val_fraction * n) pairs, as the LM's local sources do. TFDS data sets keep
 their own splits (data.train_split, data.eval_split).
 
@@ -35,9 +34,7 @@ evaluation stays one pair per row.
 from __future__ import annotations
 
 import collections.abc
-import hashlib
 import json
-import math
 import operator
 import os
 from collections.abc import Sequence
@@ -45,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxgen.data import splits
 from jaxgen.errors import UserError
-from jaxgen import messages
 from jaxgen.messages import count
 
 TASKS = ("copy", "reverse", "sort", "addition")
@@ -210,66 +207,12 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
       items += _tsv_pairs(text, path)
     else:
       items += _jsonl_pairs(text, path, data_cfg.source_key, data_cfg.target_key)
-  n = len(items)
-  n_eval = math.ceil(data_cfg.val_fraction * n)
-  if n < 2 or n_eval < 1 or n_eval >= n:
-    raise UserError(f"data.source {data_cfg.source!r} has {count(n, 'pair')}; with "
-                    f"data.val_fraction={data_cfg.val_fraction} both the train and the validation split need "
-                    "at least one: add pairs or change data.val_fraction")
-  if data_cfg.get("pair_split", "tail") == "hashed":
-    held_out = hashed_holdout(items, n_eval)
-    if len(held_out) == n:
-      raise UserError(f"data.source {data_cfg.source!r}: its {n} pairs all share source or "
-                      "target texts, so data.pair_split='hashed' cannot hold any out without "
-                      "leaking; use data.pair_split='tail' or more varied pairs")
-    if len(held_out) > 2 * n_eval + 1:
-      messages.warn(f"data.source {data_cfg.source!r} holds out {count(len(held_out), 'pair')} "
-                    f"of {n:,} for validation, more than twice data.val_fraction="
-                    f"{data_cfg.val_fraction}: pairs sharing a source or target text stay "
-                    "together; data.pair_split='tail' holds out exactly the last ones")
-  else:
-    held_out = set(range(n - n_eval, n))
-  train = [pair for i, pair in enumerate(items) if i not in held_out]
-  evaluate = [pair for i, pair in enumerate(items) if i in held_out]
+  keys = np.array([splits.pair_keys(s, t) for s, t in items], np.uint64).reshape(-1, 3)
+  held = splits.pair_holdout(data_cfg, keys, lambda idx: [items[i] for i in idx]).tolist()
+  train = [pair for pair, h in zip(items, held) if not h]
+  evaluate = [pair for pair, h in zip(items, held) if h]
   return {"train": _Pairs(train, f"{data_cfg.source} train"),
           "eval": _Pairs(evaluate, f"{data_cfg.source} eval")}
-
-
-def hashed_holdout(items: Sequence[tuple[str, str]], n_eval: int) -> set[int]:
-  """Indices of about n_eval pairs to hold out, whole groups at a time.
-
-  A group joins pairs that share a source or a target text (union-find), so no
-  text is on both sides. Groups are taken in the order of a hash of their
-  smallest text until n_eval pairs are held out: the choice depends on the texts
-  alone, not on the file's order, and adding pairs moves few others.
-  """
-  parent = list(range(len(items)))
-
-  def root(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
-  first_with = {}
-  for i, (source, target) in enumerate(items):
-    for key in (("s", source), ("t", target)):
-      j = first_with.setdefault(key, i)
-      parent[root(i)] = root(j)
-  groups = collections.defaultdict(list)
-  for i in range(len(items)):
-    groups[root(i)].append(i)
-
-  def order(members):
-    text = min(items[i][0] + "\t" + items[i][1] for i in members)
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-  held_out = set()
-  for members in sorted(groups.values(), key=order):
-    if len(held_out) >= n_eval:
-      break
-    held_out.update(members)
-  return held_out
 
 
 def _tsv_pairs(text: str, path: str) -> list[tuple[str, str]]:

@@ -32,18 +32,18 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import glob
-import hashlib
 import json
-import math
 import operator
 import os
 import socket
 import urllib.parse
 from typing import Any
 
-from jaxgen.data import bundled
+import numpy as np
+
+from jaxgen.data import bundled, splits
 from jaxgen.errors import UserError
-from jaxgen.messages import count, warn
+from jaxgen.messages import count
 
 SOURCE_FORMS = ("bundled:NAME", "text:PATH_OR_GLOB", "jsonl:PATH_OR_GLOB", "tfds:NAME[:VERSION]",
                 "tsv:PATH_OR_GLOB", "synthetic:TASK",  # these two: pairs (data/pairs.py)
@@ -55,7 +55,6 @@ DEFAULTS = {"train_split": "train", "eval_split": "validation", "text_key": "tex
             "text_lines": False, "tfds_data_dir": "", "tfds_manual_dir": "",
             "val_fraction": 0.1, "doc_split": "tail"}
 DOC_SPLITS = ("hashed", "tail")  # the values of data.doc_split
-_LARGE_VALIDATION = 2.0  # a validation share above this many val_fractions is reported
 
 
 def documents(data_cfg: Any, split: str) -> Documents:
@@ -178,8 +177,11 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
   if rule not in DOC_SPLITS:
     raise UserError(f"data.doc_split={rule!r} is not a split; use one of "
                     f"{', '.join(map(repr, DOC_SPLITS))}")
-  train, eval_ = _split_documents(docs, val_fraction, source, rule)
-  _check_validation_share(source, docs, eval_, val_fraction, rule)
+  lengths = np.array([len(t) for t in docs], np.int64)
+  hashed = rule == "hashed" and len(docs) > 1 and val_fraction > 0
+  hashes = np.array([splits.hash64(t) for t in docs] if hashed else [0] * len(docs), np.uint64)
+  train, eval_ = splits.apply_heads(
+      docs, splits.document_heads(source, val_fraction, rule, hashes, lengths))
   depends_on = rule if len(docs) > 1 and val_fraction > 0 else None
   return {"train": Documents(train, f"{source!r}, split='train'", doc_split=depends_on),
           "eval": Documents(eval_, f"{source!r}, split='eval'", doc_split=depends_on)}
@@ -218,93 +220,6 @@ def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
     raise UserError(f"data.source {source!r} matches no file (looked from "
                     f"{os.getcwd()}); fix the pattern after {scheme}:")
   return paths
-
-
-def _split_documents(docs: list[str], val_fraction: float, source: str, rule: str = "tail"
-                     ) -> tuple[list[str], list[str]]:
-  _check_val_fraction(val_fraction)
-  if len(docs) == 1:
-    # nanoGPT's cut: the first (1 - val_fraction) of the characters train.
-    text = docs[0]
-    n_train = int(len(text) * (1.0 - val_fraction))
-    train, eval_ = [text[:n_train]], ([text[n_train:]] if val_fraction > 0 else [])
-    if not text[:n_train] or (val_fraction > 0 and not text[n_train:]):
-      raise UserError(f"data.source {source!r} is one document of "
-                      f"{count(len(text), 'character')}, "
-                      f"too short to split with data.val_fraction={val_fraction}; use a "
-                      "longer text or another val_fraction")
-    return train, eval_
-  if rule == "hashed":
-    return _hashed_split(docs, val_fraction, source)
-  # Ceil, forgiving float noise: 0.28 * 25 is 7.000000000000001, which means 7 documents.
-  n_eval = max(1, math.ceil(val_fraction * len(docs) - 1e-9)) if val_fraction > 0 else 0
-  if n_eval >= len(docs):
-    raise UserError(f"data.source {source!r} has {count(len(docs), 'document')}; "
-                    f"data.val_fraction={val_fraction} would leave none to train on; "
-                    "add documents or lower val_fraction")
-  return docs[:len(docs) - n_eval], docs[len(docs) - n_eval:]
-
-
-def _hashed_split(docs: list[str], val_fraction: float, source: str
-                  ) -> tuple[list[str], list[str]]:
-  """Whole documents in the order of a hash of their text until the next would pass
-  val_fraction of the characters; that one is cut there (the module docstring)."""
-  total = sum(map(len, docs))
-  target = total - int(total * (1.0 - val_fraction))  # nanoGPT's validation characters
-  copies = collections.defaultdict(list)  # text -> its indices: identical ones go together
-  for i, text in enumerate(docs):
-    copies[text].append(i)
-  keep = {}  # index of a held-out document -> how many of its first characters train
-  held = 0
-  for text in sorted(copies, key=_text_hash):
-    if held >= target:
-      break
-    indices = copies[text]
-    if held + len(text) * len(indices) <= target:
-      head = 0
-    else:  # cut; each of k identical copies at the same character, ceil((target - held) / k)
-      head = max(0, len(text) + (target - held) // -len(indices))
-    keep.update(dict.fromkeys(indices, head))
-    held += (len(text) - head) * len(indices)
-  if val_fraction > 0 and not 0 < held < total:
-    raise UserError(f"data.source {source!r} has {count(len(docs), 'document')} of "
-                    f"{count(total, 'character')} in all, too few to split with "
-                    f"data.val_fraction={val_fraction}; use more text or another val_fraction")
-  train, eval_ = [], []
-  for i, text in enumerate(docs):  # both in the files' order
-    if i not in keep:
-      train.append(text)
-      continue
-    if keep[i]:
-      train.append(text[:keep[i]])
-    eval_.append(text[keep[i]:])
-  return train, eval_
-
-
-def _text_hash(text: str) -> bytes:
-  # surrogatepass: a JSON string may hold a lone surrogate ("\ud800"), which UTF-8 refuses.
-  return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
-def _check_validation_share(source: str, docs: list[str], eval_: list[str],
-                            val_fraction: float, rule: str) -> None:
-  """One warning line when validation holds more than _LARGE_VALIDATION times
-  val_fraction of the characters (beyond one character of rounding)."""
-  total, held = sum(map(len, docs)), sum(map(len, eval_))
-  if held <= _LARGE_VALIDATION * val_fraction * total + 1:
-    return
-  why = (f"data.doc_split='tail' holds out whole documents from the end ({len(eval_):,} of "
-         f"{len(docs):,}) whatever their sizes; data.doc_split='hashed' holds out "
-         "val_fraction of the characters" if rule == "tail" and len(docs) > 1
-         else "identical documents stay on one side; use more varied text")
-  warn(f"data.source {source!r} holds out {held:,} of its {count(total, 'character')} "
-       f"({held / total:.0%}) for validation, more than twice data.val_fraction="
-       f"{val_fraction}: {why}")
-
-
-def _check_val_fraction(val_fraction: float) -> None:
-  if not 0.0 <= val_fraction < 1.0:
-    raise UserError(f"data.val_fraction is {val_fraction}; it must be in [0, 1)")
 
 
 def _jsonl_documents(text: str, path: str, key: str) -> list[str]:

@@ -16,10 +16,8 @@ last, manifest.json. One host does both in one command.
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from jaxgen import messages
-from jaxgen.data import readers, store as store_lib
+from jaxgen.data import readers, splits, store as store_lib
 from jaxgen.errors import UserError
 from jaxgen.messages import count
 
@@ -336,18 +334,10 @@ def _encode_batch(tokenizer, texts: list[str]) -> list[np.ndarray]:
   return batch(texts) if batch else [tokenizer.encode(t) for t in texts]
 
 
-def _hash64(text: str, prefix: bytes = b"", errors: str = "surrogatepass") -> int:
-  """The first 8 bytes of sha256(prefix + text), big-endian: sorts as the digests do."""
-  return int.from_bytes(hashlib.sha256(prefix + text.encode("utf-8", errors)).digest()[:8],
-                        "big")
-
-
 def _record_keys(record) -> tuple:
-  if isinstance(record, tuple):  # what pairs.hashed_holdout groups and orders pairs by
-    source, target = record
-    return (_hash64(source + "\t" + target, errors="strict"), _hash64(source, b"s"),
-            _hash64(target, b"t"))
-  return _hash64(record), len(record)
+  if isinstance(record, tuple):  # what the hashed pair split groups and orders by
+    return splits.pair_keys(*record)
+  return splits.hash64(record), len(record)
 
 
 # Finalize.
@@ -419,7 +409,8 @@ def _document_split(d, directory, units, records, keys, tokenizer, shards) -> di
   """data/sources.py's rules over the documents' (hash, length) keys."""
   n = len(records)
   lengths = keys[:, 1].astype(np.int64)
-  head = split_heads(d, keys[:, 0], lengths)
+  head = splits.document_heads(d.source, d.val_fraction, d.get("doc_split", "tail"),
+                               keys[:, 0], lengths)
   cut = np.flatnonzero(head > 0)
   train = [records[i] for i in range(n) if head[i] != 0]
   eval_ = [records[i] for i in range(n) if head[i] >= 0]
@@ -439,66 +430,8 @@ def _document_split(d, directory, units, records, keys, tokenizer, shards) -> di
   return {"train": _rows(train), "eval": _rows(eval_)}
 
 
-def split_heads(d, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-  """data/sources.py's split of local documents from their (hash, length) keys: per
-  document -1 (it trains whole), 0 (it evaluates whole) or h > 0 (its first h characters
-  train, the rest evaluate)."""
-  from jaxgen.data import sources
-  n = len(lengths)
-  val_fraction, rule = d.val_fraction, d.get("doc_split", "tail")
-  sources._check_val_fraction(val_fraction)
-  head = np.full(n, -1, np.int64)
-  if val_fraction > 0 and n == 1:
-    head[0] = int(lengths[0] * (1.0 - val_fraction))
-    if head[0] == 0 or head[0] == lengths[0]:
-      raise UserError(f"data.source {d.source!r} is one document of "
-                      f"{count(int(lengths[0]), 'character')}, too short to split with "
-                      f"data.val_fraction={val_fraction}; use a longer text or another "
-                      "val_fraction")
-  elif val_fraction > 0 and rule == "hashed":
-    head = _hashed_heads(hashes, lengths, val_fraction, d.source, n)
-  elif val_fraction > 0:
-    n_eval = max(1, math.ceil(val_fraction * n - 1e-9))
-    if n_eval >= n:
-      raise UserError(f"data.source {d.source!r} has {count(n, 'document')}; "
-                      f"data.val_fraction={val_fraction} would leave none to train on; "
-                      "add documents or lower val_fraction")
-    head[n - n_eval:] = 0
-  total, held = int(lengths.sum()), int(np.sum(np.where(head >= 0, lengths - np.maximum(head, 0), 0)))
-  if held > 2 * val_fraction * total + 1:
-    messages.warn(f"data.source {d.source!r} holds out {held:,} of its "
-                  f"{count(total, 'character')} ({held / total:.0%}) for validation, more "
-                  f"than twice data.val_fraction={val_fraction}")
-  return head
-
-
 def _rows(rows) -> np.ndarray:
   return np.asarray(rows, np.int64).reshape(-1, 2)
-
-
-def _hashed_heads(hashes, lengths, val_fraction, source, n) -> np.ndarray:
-  """sources._hashed_split on (hash, length) keys: whole documents (identical ones
-  together) in hash order until the next passes the target; that one is cut."""
-  total = int(lengths.sum())
-  target = total - int(total * (1.0 - val_fraction))
-  uniq, first, inverse, copies = np.unique(hashes, return_index=True, return_inverse=True,
-                                           return_counts=True)
-  size = lengths[first] * copies
-  before = np.cumsum(size) - size
-  taken = before < target
-  head_of = np.full(len(uniq), -1, np.int64)
-  head_of[taken] = 0
-  last = np.flatnonzero(taken)[-1] if taken.any() else None
-  if last is not None and before[last] + size[last] > target:
-    length, k = int(lengths[first[last]]), int(copies[last])
-    head_of[last] = max(0, length + (target - int(before[last])) // -k)
-  head = head_of[inverse.reshape(-1)]
-  held = int(np.sum(np.where(head >= 0, lengths - np.maximum(head, 0), 0)))
-  if not 0 < held < total:
-    raise UserError(f"data.source {source!r} has {count(n, 'document')} of "
-                    f"{count(total, 'character')} in all, too few to split with "
-                    f"data.val_fraction={val_fraction}; use more text or another val_fraction")
-  return head
 
 
 def _read_documents(d, units, wanted: np.ndarray) -> list:
@@ -530,69 +463,10 @@ def _write_cut_shard(directory, index: int, texts: list[str], tokenizer) -> dict
 
 
 def _pair_split(d, units, records, keys) -> dict:
-  """pairs.py's rules: hashed groups of pairs sharing a text, or the tail."""
-  n = len(records)
-  n_eval = math.ceil(d.val_fraction * n)
-  if n < 2 or n_eval < 1 or n_eval >= n:
-    raise UserError(f"data.source {d.source!r} has {count(n, 'pair')}; with "
-                    f"data.val_fraction={d.val_fraction} both the train and the validation "
-                    "split need at least one: add pairs or change data.val_fraction")
-  if d.get("pair_split", "tail") == "hashed":
-    held = _hashed_pairs(d, units, records, keys, n_eval)
-    if held.all():
-      raise UserError(f"data.source {d.source!r}: its {n} pairs all share source or target "
-                      "texts, so data.pair_split='hashed' cannot hold any out without "
-                      "leaking; use data.pair_split='tail' or more varied pairs")
-  else:
-    held = np.zeros(n, bool)
-    held[n - n_eval:] = True
+  """data/splits.py's pair rules over the pairs' hashes (texts read again only for the
+  groups of several pairs)."""
+  held = splits.pair_holdout(d, keys, lambda idx: _read_documents(d, units, records[idx]))
   return {"train": records[~held], "eval": records[held]}
-
-
-def _hashed_pairs(d, units, records, keys, n_eval: int) -> np.ndarray:
-  """pairs.hashed_holdout over hashes: union-find of pairs sharing a source or target
-  text; groups ordered by the hash of their smallest "source TAB target" (read again
-  for the groups of several pairs)."""
-  n = len(records)
-  parent = np.arange(n)
-
-  def root(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
-  first_with = {}
-  for i in range(n):
-    for key in (("s", int(keys[i, 1])), ("t", int(keys[i, 2]))):
-      j = first_with.setdefault(key, i)
-      parent[root(i)] = root(j)
-  roots = np.array([root(i) for i in range(n)])
-  group_size = np.bincount(roots, minlength=n)
-  order_key = keys[:, 0].copy()
-  shared = np.flatnonzero(group_size[roots] > 1)
-  if len(shared):
-    texts = _read_documents(d, units, records[shared])
-    smallest = {}
-    for i, (source, target) in zip(shared, texts):
-      text = source + "\t" + target
-      r = roots[i]
-      smallest[r] = min(smallest.get(r, text), text)
-    for r, text in smallest.items():
-      order_key[r] = _hash64(text, errors="strict")
-  group_roots = np.unique(roots)
-  group_keys = order_key[group_roots]
-  held = np.zeros(n, bool)
-  taken = 0
-  members = collections.defaultdict(list)
-  for i, r in enumerate(roots):
-    members[r].append(i)
-  for r in group_roots[np.argsort(group_keys, kind="stable")]:
-    if taken >= n_eval:
-      break
-    held[members[r]] = True
-    taken += len(members[r])
-  return held
 
 
 def _save_npy(path: pathlib.Path, array: np.ndarray) -> None:
