@@ -13,9 +13,11 @@ uses that one, as the compilation-cache test does.
 
 import os
 import shutil
+import socket
 import tempfile
 
 import jax
+import pytest
 
 from tests.helpers import FAST_COMPILE_FLAGS
 
@@ -36,3 +38,21 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   del config
   shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Any attempt to open a connection fails the test (RuntimeError is not retried)."""
+  def refuse(*args, **kwargs):
+    raise RuntimeError(f"network access attempted: {args[:2]}")
+  monkeypatch.setattr(socket, "getaddrinfo", refuse)
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+  """Name resolution fails at once, as on a machine without a network."""
+  def unreachable(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+  monkeypatch.setattr(socket, "getaddrinfo", unreachable)
+  monkeypatch.setattr(socket.socket, "connect", unreachable)

@@ -1,8 +1,19 @@
 """Shared test fixtures' building blocks: small corpora and configs."""
 
+import importlib.util
 import pathlib
 
+import ml_collections
+import pytest
+
 from jaxgen import config as base
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Preparing TFDS data sets (not reading them) needs TensorFlow: the [tfds] extra.
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                              reason="preparing TFDS data sets needs TensorFlow: "
+                              "pip install -e '.[tfds]' (the [test] extra includes it)")
 
 # XLA:CPU spends most of this suite's time compiling (the tests' models are tiny), and most
 # of a compile in LLVM's optimisation passes. The suite checks what programs compute, not
@@ -120,3 +131,31 @@ def older_meta(setup, key: str) -> dict:
            "tokenizer": setup.meta["tokenizer"]}
   del older["config"]["data"][key]
   return older
+
+
+def recipe_config(path: str) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location("recipe", REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def leaves(cfg: ml_collections.ConfigDict) -> dict[str, object]:
+  return {f"{section}.{key}": value for section in cfg.keys()
+          for key, value in cfg[section].items()}
+
+
+def reverse_config(**train):
+  """A tiny reverse task: 1-5 letters of 6, a 2+2-layer 64-wide encoder-decoder."""
+  c = base.base_config()
+  c.model = base.encoder_decoder_model()
+  c.model.update(num_layers=2, num_encoder_layers=2, num_heads=4, embed_dim=64)
+  c.data.update(source="synthetic:reverse", seq_len=8, source_len=8, synthetic_min_len=1,
+                synthetic_max_len=5, synthetic_symbols=6, synthetic_train_examples=5000,
+                synthetic_eval_examples=64)
+  c.train.update({**dict(steps=20, batch_size=16, warmup_steps=5, log_every=1,
+                         compilation_cache_dir="", weight_decay=0.0), **train})
+  c.eval.update(every_steps=0, steps=2, decode_examples=64)
+  c.sample.update(num_tokens=0, temperature=0.0)
+  c.checkpoint.update(every_steps=0)
+  return c

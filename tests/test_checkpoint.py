@@ -1,14 +1,8 @@
 """Checkpoints: exact resume, restore onto another mesh, mismatches refused."""
 
 import json
-import os
-import pathlib
-import queue
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import jax
@@ -18,11 +12,8 @@ import pytest
 
 from jaxgen.errors import UserError
 from jaxgen.train.checkpoint import Checkpointer
-from tests.helpers import tiny_transformer_config, write_corpus, xla_flags
-from tests.test_train import TRANSFORMER_SPECS, StateSpy, run
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEADLINE_S = 180  # for any one wait on a subprocess: a change that stalls fails, not hangs
+from tests.helpers import tiny_transformer_config, write_corpus
+from tests.train_helpers import DEADLINE_S, TRANSFORMER_SPECS, Cli, StateSpy, last_by_step, run
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +26,6 @@ def config(source, steps):
   cfg = tiny_transformer_config(source, steps=steps, decay_steps=20)
   cfg.checkpoint.every_steps = 5
   return cfg
-
-
-def last_by_step(workdir):
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {l["step"]: l["train_loss"] for l in lines if "train_loss" in l}
 
 
 def saved_params(workdir, step):
@@ -106,66 +92,6 @@ def test_other_corpus_is_refused_and_checkpoints_kept(source, tmp_path):
   with pytest.raises(UserError, match="different tokenizer"):
     run(config(other, 10), tmp_path / "run")
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
-
-
-class Cli:
-  """`python -m jaxgen train ...` in a subprocess. Threads read its stdout and stderr,
-  so waiting for a line has a deadline, and a full pipe never blocks the run."""
-
-  def __init__(self, args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags())
-    self.proc = subprocess.Popen([sys.executable, "-m", "jaxgen", "train", *args], cwd=REPO,
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-    self.out, self.err = [], []
-    self._lines = queue.Queue()
-    self._readers = [threading.Thread(target=self._read, args=a, daemon=True)
-                     for a in ((self.proc.stdout, self.out, self._lines),
-                               (self.proc.stderr, self.err, None))]
-    for t in self._readers:
-      t.start()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    if self.proc.poll() is None:
-      self.proc.kill()  # a path under test failed; do not leave the run behind
-    self.proc.wait()
-
-  @staticmethod
-  def _read(pipe, sink, lines):
-    for line in pipe:
-      sink.append(line)
-      if lines is not None:
-        lines.put(line)
-    if lines is not None:
-      lines.put(None)
-
-  def wait_for(self, prefix: str, timeout: float = DEADLINE_S) -> str:
-    """The first line (from now) starting with `prefix`; fails at EOF or the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-      try:
-        line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-      except queue.Empty:
-        pytest.fail(f"no line starting {prefix!r} within {timeout} s; stdout ends "
-                    f"{''.join(self.out[-3:])!r}")
-      if line is None:
-        pytest.fail(f"the run ended before printing {prefix!r}; stderr ends "
-                    f"{''.join(self.err[-5:])!r}")
-      if line.startswith(prefix):
-        return line
-
-  def finish(self, timeout: float = DEADLINE_S) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) once the run has ended."""
-    try:
-      rc = self.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      pytest.fail(f"the run did not end within {timeout} s")
-    for t in self._readers:
-      t.join(timeout=10)
-    return rc, "".join(self.out), "".join(self.err)
 
 
 def tiny_cli_args(source, workdir, *extra):

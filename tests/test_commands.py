@@ -12,8 +12,8 @@ import pytest
 import jaxgen.sample
 from jaxgen.data import bundled
 from tests.helpers import tiny_transformer_config, unigram_entropy, xla_flags
-from tests.test_sample_command import Forward
-from tests.test_train import run, train_losses
+from tests.sample_helpers import Forward
+from tests.train_helpers import run, train_losses
 
 pytestmark = pytest.mark.slow  # whole runs of the command
 

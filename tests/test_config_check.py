@@ -13,18 +13,17 @@ names the key, no traceback, JAX never set up, and the workdir untouched.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
 import subprocess
 import sys
 
-import ml_collections
 import pytest
 
 from jaxgen import config_check
 from jaxgen.errors import UserError
+from tests.helpers import leaves, recipe_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRANSFORMER_RECIPE = "configs/shakespeare_char_cpu.py"
@@ -166,18 +165,6 @@ RELATIONS = [
     (TRANSFORMER_RECIPE, ["--config.distributed.num_processes=2",
                           "--config.distributed.process_id=2"], "distributed.process_id"),
 ]
-
-
-def recipe_config(path: str) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location("recipe", REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def leaves(cfg: ml_collections.ConfigDict) -> dict[str, object]:
-  return {f"{section}.{key}": value for section in cfg.keys()
-          for key, value in cfg[section].items()}
 
 
 def bad_values(key: str, value: object) -> list[str]:

@@ -11,8 +11,7 @@ import pytest
 from absl import flags
 
 from jaxgen import cli_help, config_docs, main
-from tests.helpers import run_jaxgen
-from tests.test_config_check import leaves, recipe_config
+from tests.helpers import leaves, recipe_config, run_jaxgen
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

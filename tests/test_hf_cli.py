@@ -19,7 +19,7 @@ transformers = pytest.importorskip(
 
 from jaxgen.data.tokenizer import ByteTokenizer  # noqa: E402
 from tests.hf_helpers import GPT2_LAYOUT, random_workdir, run_config  # noqa: E402
-from tests.test_hf_import import save_random_hf  # noqa: E402
+from tests.hf_models import save_random_hf  # noqa: E402
 from tests.helpers import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

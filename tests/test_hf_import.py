@@ -15,49 +15,12 @@ from jaxgen.errors import UserError  # noqa: E402
 from jaxgen.interop import safetensors_io  # noqa: E402
 from jaxgen.interop.hf_export import export  # noqa: E402
 from jaxgen.interop.hf_import import import_hf  # noqa: E402
-from jaxgen.interop.hf_tokenizer_export import tokenizer_files  # noqa: E402
 from tests.hf_helpers import jaxgen_greedy, jaxgen_logits, until_eos  # noqa: E402
+from tests.hf_models import VOCAB, hf_configs, save_random_hf  # noqa: E402
 from tests.helpers import one_line  # noqa: E402
 
-VOCAB = 300  # more rows than the byte tokenizer's 259 ids, as many HF checkpoints have
-_SPECIAL = dict(bos_token_id=2, eos_token_id=1)
 
-
-def _configs():
-  common = dict(vocab_size=VOCAB, **_SPECIAL)
-  llama = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-               num_hidden_layers=2, max_position_embeddings=64, rms_norm_eps=1e-6,
-               rope_theta=1000.0, pad_token_id=0, **common)
-  return {
-      "gpt2": lambda: transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                              **common),
-      "llama_gqa1_tied": lambda: transformers.LlamaConfig(num_key_value_heads=1,
-                                                          tie_word_embeddings=True, **llama),
-      "llama_gqa2_untied": lambda: transformers.LlamaConfig(num_key_value_heads=2,
-                                                            tie_word_embeddings=False, **llama),
-      "llama_gqa4_bias": lambda: transformers.LlamaConfig(
-          num_key_value_heads=4, attention_bias=True, mlp_bias=True, **llama),
-  }
-
-
-def save_random_hf(path, name: str, max_shard_size="5GB"):
-  """A transformers model with every parameter random, saved with its (byte) tokenizer."""
-  torch.manual_seed(0)
-  model = transformers.AutoModelForCausalLM.from_config(_configs()[name]()).eval()
-  g = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.copy_(torch.randn(p.shape, generator=g) * 1.0 / max(p.shape[0], 1) ** 0.25)
-    for name, p in model.named_parameters():
-      if name.endswith("gate_proj.bias"):  # jaxgen's SwiGLU has no gate bias
-        p.zero_()
-  model.save_pretrained(path, max_shard_size=max_shard_size)
-  for file, text in tokenizer_files(ByteTokenizer()).items():
-    (path / file).write_text(text)
-  return model
-
-
-@pytest.mark.parametrize("name", list(_configs()))
+@pytest.mark.parametrize("name", list(hf_configs()))
 def test_import_matches_transformers_and_exports_bitwise(tmp_path, name):
   src = tmp_path / "src"
   model = save_random_hf(src, name)

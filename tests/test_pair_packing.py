@@ -19,9 +19,8 @@ from jaxgen.data import pairs
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.models.factory import create_model, model_config
 from jaxgen.train.plan import abstract_batch
-from tests.helpers import assert_one_error, run_jaxgen
-from tests.test_seq2seq import reverse_config
-from tests.test_train import run, train_losses
+from tests.helpers import assert_one_error, reverse_config, run_jaxgen
+from tests.train_helpers import run, train_losses
 
 WIDTH = 8  # source_len and seq_len: up to 6 letters + eos (bos) fit, so nothing is cut
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgen.models.interface import DecoderOnly
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
 from jaxgen.sample.decode import generate, sample_logits
+from tests.sample_helpers import RiggedLM
 
 
 def greedy_by_recompute(model, prompt, num_tokens, window=None):
@@ -211,34 +211,6 @@ def test_top_p_draws_only_from_the_nucleus():
   assert set(np.unique(draws).tolist()) == {1, 2, 3}
   only_top = jax.vmap(lambda k: sample_logits(logits, k, 1.0, top_p=0.3))(keys)
   assert set(np.unique(only_top).tolist()) == {1}
-
-
-class RiggedLM(DecoderOnly, nnx.Module):
-  """A "model" whose logits are `logits_V` at every position, whatever it reads:
-  its favourite tokens are chosen by the test. It has the decoding interface
-  (`init_decoding` from `init_cache`, `prefill`, `decode`) that `generate` uses."""
-
-  def __init__(self, logits_V):
-    self.logits_V = nnx.Param(jnp.asarray(logits_V, jnp.float32))
-
-  def init_cache(self, batch_size, max_len=None):
-    del batch_size, max_len
-    return {"index": jnp.zeros((), jnp.int32)}
-
-  def decode(self, tokens_BT, cache):
-    b, t = tokens_BT.shape
-    logits_V = self.logits_V[...]
-    return (jnp.broadcast_to(logits_V, (b, t, logits_V.shape[0])),
-            {"index": cache["index"] + t})
-
-  @property
-  def context_len(self):
-    return None  # reads any length, like an LSTM
-
-  def prefill(self, tokens_BT, lengths_B, cache):
-    del lengths_B
-    logits_BTV, cache = self.decode(tokens_BT, cache)
-    return logits_BTV[:, -1], cache
 
 
 # Ids 2 and 3 play pad and bos, 5 and 6 the vocabulary's padding past a

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -26,8 +25,8 @@ from jaxgen.errors import UserError
 from jaxgen.sample.restore import restore
 from tests.helpers import (xla_flags, assert_one_error, one_line, run_jaxgen, tiny_transformer_config,
                            write_corpus)
-from tests.test_sample import RiggedLM
-from tests.test_train import run
+from tests.sample_helpers import Forward, RiggedLM
+from tests.train_helpers import run
 
 pytestmark = pytest.mark.slow  # the tests sample from a workdir that a module fixture trains
 
@@ -66,42 +65,6 @@ def generate(workdir, prompt="", **kwargs):
 
 def verse(workdir) -> str:
   return (workdir.parent / "verse.txt").read_text(encoding="utf-8")
-
-
-class Forward:
-  """The restored model of a workdir run by plain full forward passes."""
-
-  def __init__(self, workdir, **which):
-    graphdef, self.params, cfg, self.tokenizer = restore(str(workdir), **which)
-    self.pack = cfg.data.mode == "pack"
-    self.width = cfg.data.seq_len  # every call is right-padded to it: one compilation
-    self._forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
-
-  def prompt_ids(self, prompt: str) -> list[int]:
-    """As training saw documents: packed ones start with bos, others after an eos."""
-    tok = self.tokenizer
-    start = [tok.bos_id] if self.pack else ([] if prompt else [tok.eos_id])
-    return start + ([int(i) for i in tok.encode(prompt)] if prompt else [])
-
-  def logits(self, ids: list[int]) -> np.ndarray:
-    """[len(ids), V] float64 logits, with the ids generation may never pick at -inf:
-    pad and bos (no training target is either) and the vocabulary's padding."""
-    assert len(ids) <= self.width
-    row = np.zeros((1, self.width), np.int32)
-    row[0, :len(ids)] = ids  # causal: the right padding is invisible to these positions
-    logits = np.array(self._forward(self.params, row)[0, :len(ids)], np.float64)
-    logits[:, self.tokenizer.vocab_size:] = -np.inf
-    logits[:, [self.tokenizer.pad_id, self.tokenizer.bos_id]] = -np.inf
-    return logits
-
-  def greedy(self, prompt: str, num_tokens: int) -> tuple[str, list[int]]:
-    """(text as `generate` returns it, the new ids) by argmax, one full forward a token."""
-    ids = self.prompt_ids(prompt)
-    new = []
-    for _ in range(num_tokens):
-      new.append(int(np.argmax(self.logits(ids + new)[-1])))
-    ends = [i for i, t in enumerate(new) if t == self.tokenizer.eos_id]
-    return prompt + self.tokenizer.decode(new[:ends[0]] if ends else new), new
 
 
 def test_samples_continue_the_prompt(workdir):
@@ -348,8 +311,6 @@ def test_command_with_prompt_file(workdir, tmp_path):
   assert bad.returncode == 1 and "Traceback" not in bad.stderr
   assert bad.stderr.strip().splitlines() == [
       f"jaxgen: error: --prompt_file={tmp_path / 'missing.txt'} does not exist"]
-
-
 
 
 def _snapshot(path: pathlib.Path) -> dict[str, tuple[bytes | None, int]]:

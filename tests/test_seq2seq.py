@@ -14,26 +14,10 @@ from jaxgen import config_check
 from jaxgen.data import pairs
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
-from tests.helpers import assert_one_error, older_meta, one_line, run_jaxgen
-from tests.test_train import run, train_losses
+from tests.helpers import assert_one_error, older_meta, one_line, reverse_config, run_jaxgen
+from tests.train_helpers import Cli, last_by_step, run, train_losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def reverse_config(**train):
-  """A tiny reverse task: 1-5 letters of 6, a 2+2-layer 64-wide encoder-decoder."""
-  c = base.base_config()
-  c.model = base.encoder_decoder_model()
-  c.model.update(num_layers=2, num_encoder_layers=2, num_heads=4, embed_dim=64)
-  c.data.update(source="synthetic:reverse", seq_len=8, source_len=8, synthetic_min_len=1,
-                synthetic_max_len=5, synthetic_symbols=6, synthetic_train_examples=5000,
-                synthetic_eval_examples=64)
-  c.train.update({**dict(steps=20, batch_size=16, warmup_steps=5, log_every=1,
-                         compilation_cache_dir="", weight_decay=0.0), **train})
-  c.eval.update(every_steps=0, steps=2, decode_examples=64)
-  c.sample.update(num_tokens=0, temperature=0.0)
-  c.checkpoint.update(every_steps=0)
-  return c
 
 
 def records(workdir):
@@ -353,7 +337,6 @@ def test_long_sources_refused_by_sample_and_cut_by_evaluation(trained):
 def test_killed_mid_training_then_rerun_gives_the_uninterrupted_losses(tmp_path):
   """SIGKILL of `jaxgen train` after a save, as for the language model: the rerun
   resumes the model, optimizer and pair stream bit for bit."""
-  from tests.test_checkpoint import Cli, last_by_step
   args = ["--config=configs/seq2seq_reverse.py", "--config.model.embed_dim=32",
           "--config.model.num_layers=1", "--config.model.num_encoder_layers=1",
           "--config.data.synthetic_max_len=6", "--config.data.seq_len=8",

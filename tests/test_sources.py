@@ -4,7 +4,6 @@ import json
 import pathlib
 import pickle
 import time
-import socket
 import subprocess
 import sys
 
@@ -18,16 +17,8 @@ from jaxgen.data import bundled, sources
 from jaxgen.data.sources import documents, prepare
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
-from tests.helpers import SHARED_CORPUS, one_line, write_corpus
+from tests.helpers import SHARED_CORPUS, needs_tf, one_line, write_corpus
 
-try:
-  import tensorflow  # noqa: F401  # pylint: disable=unused-import
-  HAS_TF = True
-except ImportError:
-  HAS_TF = False
-# Preparing TFDS data sets (not reading them) needs TensorFlow: the [tfds] extra.
-needs_tf = pytest.mark.skipif(not HAS_TF, reason="preparing TFDS data sets needs TensorFlow: "
-                              "pip install -e '.[tfds]' (the [test] extra includes it)")
 
 
 def nanogpt_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
@@ -44,15 +35,6 @@ def _cfg(source, **keys):
 
 def _split(cfg):
   return list(documents(cfg, "train")), list(documents(cfg, "eval"))
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-  """Any attempt to open a connection fails the test (RuntimeError is not retried)."""
-  def refuse(*args, **kwargs):
-    raise RuntimeError(f"network access attempted: {args[:2]}")
-  monkeypatch.setattr(socket, "getaddrinfo", refuse)
-  monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 # text: and jsonl: documents and splits.
@@ -497,15 +479,6 @@ def test_tfds_tiny_shakespeare_prepares_offline_from_the_bundled_file(tmp_path, 
     assert documents(cfg, "eval")[0] == documents(
         _cfg("bundled:tiny_shakespeare", eval_split=split), "eval")[0]
   assert text[n_train + n_val:] == documents(cfg, "eval")[0]
-
-
-@pytest.fixture
-def offline(monkeypatch):
-  """Name resolution fails at once, as on a machine without a network."""
-  def unreachable(*args, **kwargs):
-    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-  monkeypatch.setattr(socket, "getaddrinfo", unreachable)
-  monkeypatch.setattr(socket.socket, "connect", unreachable)
 
 
 def test_offline_download_fails_fast_in_one_line(tmp_path, offline, monkeypatch):

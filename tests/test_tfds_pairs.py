@@ -11,10 +11,8 @@ import tensorflow_datasets as tfds
 from jaxgen import config_check
 from jaxgen.data import pairs
 from jaxgen.errors import UserError
-from tests.helpers import one_line
-from tests.test_seq2seq import reverse_config
-from tests.test_sources import needs_tf, no_network, offline  # noqa: F401  # fixtures
-from tests.test_train import run, train_losses
+from tests.helpers import needs_tf, one_line, reverse_config
+from tests.train_helpers import run, train_losses
 
 TRAIN = [("hallo welt", "hello world"), ("guten tag", "good day"), ("ja", "yes"),
          ("nein danke", "no thanks"), ("ein haus", "a house"), ("zwei", "two")]
