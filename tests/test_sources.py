@@ -13,7 +13,7 @@ import pytest
 
 import tensorflow_datasets as tfds  # a required dependency: failing to import fails the suite
 
-from jaxgen.data import bundled, sources
+from jaxgen.data import bundled, readers, sources
 from jaxgen.data.sources import documents, prepare
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError
@@ -293,7 +293,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
   path.write_text("secret\n")
   def deny(*args, **kwargs):  # chmod does not stop root, which runs CI here
     raise PermissionError(13, "Permission denied", str(path))
-  monkeypatch.setattr(sources, "open", deny, raising=False)
+  monkeypatch.setattr(readers, "open", deny, raising=False)
   with pytest.raises(UserError, match="cannot read.*Permission denied") as err:
     documents(_cfg(f"text:{path}"), "train")
   assert str(path) in one_line(err)

@@ -197,53 +197,18 @@ def _tfds_pairs(data_cfg: Any, split: str) -> _TfdsPairs:
 
 
 def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
-  from jaxgen.data import sources  # the LM sources' file matching and reading
+  from jaxgen.data import readers, sources  # pylint: disable=import-outside-toplevel
   items = []
   paths = sources._match_files(pattern, data_cfg.source, scheme)
   sources.check_in_memory_size(data_cfg, paths)
   for path in paths:
-    text = sources._read_text_file(path, scheme)
-    if scheme == "tsv":
-      items += _tsv_pairs(text, path)
-    else:
-      items += _jsonl_pairs(text, path, data_cfg.source_key, data_cfg.target_key)
+    items.extend(readers.file_records(data_cfg, path))
   keys = np.array([splits.pair_keys(s, t) for s, t in items], np.uint64).reshape(-1, 3)
   held = splits.pair_holdout(data_cfg, keys, lambda idx: [items[i] for i in idx]).tolist()
   train = [pair for pair, h in zip(items, held) if not h]
   evaluate = [pair for pair, h in zip(items, held) if h]
   return {"train": _Pairs(train, f"{data_cfg.source} train"),
           "eval": _Pairs(evaluate, f"{data_cfg.source} eval")}
-
-
-def _tsv_pairs(text: str, path: str) -> list[tuple[str, str]]:
-  out = []
-  for number, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    source, tab, target = line.partition("\t")
-    if not tab or "\t" in target:
-      raise UserError(f"{path}:{number} is not 'source TAB target' (it has "
-                      f"{line.count(chr(9))} tabs); write one pair per line")
-    out.append((source, target))
-  return out
-
-
-def _jsonl_pairs(text: str, path: str, source_key: str, target_key: str):
-  out = []
-  for number, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise UserError(f"{path}:{number} is not JSON ({e.msg}); write one object per "
-                      "line") from None
-    for key in (source_key, target_key):
-      if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
-        raise UserError(f"{path}:{number} has no string field {key!r} (data.source_key="
-                        f"{source_key!r}, data.target_key={target_key!r})")
-    out.append((obj[source_key], obj[target_key]))
-  return out
 
 
 def make_pair_dataset(items: Sequence[tuple[str, str]], tokenizer: Any, *, source_len: int,

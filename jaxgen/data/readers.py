@@ -143,6 +143,25 @@ def located_records(data_cfg: Any, unit: Unit) -> Iterator[tuple[str, int, int, 
         yield path, offset, len(raw), record
 
 
+def file_records(data_cfg: Any, path: str) -> Iterator[Any]:
+  """Every record of one local file, in order, for the sources that read a whole file
+  into memory: parsed by the same code as a unit's records. A file with no record (empty
+  or whitespace only) is refused."""
+  scheme = sources.parse_source(data_cfg.source)[0]
+  _check_file(path, scheme)
+  if not _by_lines(data_cfg, scheme):
+    yield _whole_document(path)
+    return
+  paired, empty = task_of(data_cfg) == "seq2seq", True
+  for offset, raw in _lines(path, 0, None):
+    for record in _parse_line(data_cfg, scheme, paired, path, offset, raw):
+      empty = False
+      yield record
+  if empty:
+    raise UserError(f"data.source file {path} is empty or whitespace only; "
+                    "point data.source at a file with training text")
+
+
 def record_at(data_cfg: Any, path: str, offset: int, nbytes: int) -> Any:
   """The document that `located_records` found at (path, offset, nbytes)."""
   if nbytes < 0:
@@ -198,12 +217,19 @@ def _json_document(line: str, where: str, key: str) -> str:
     raise UserError(f"{where} is not JSON ({e.msg}, column {e.colno}); a jsonl: source "
                     f"needs one object per line with a {key!r} field") from None
   if not isinstance(record, dict) or key not in record:
-    raise UserError(f"{where} has no key {key!r}; set data.text_key to the field that "
-                    "holds the text")
-  if not isinstance(record[key], str):
-    raise UserError(f"{where}: {key!r} is not a string; set data.text_key to the field "
+    has = (f"keys: {', '.join(map(repr, list(record)[:10]))}" if isinstance(record, dict)
+           else f"it is a JSON {_json_type(record)}")
+    raise UserError(f"{where} has no key {key!r} ({has}); set data.text_key to the field "
                     "that holds the text")
+  if not isinstance(record[key], str):
+    raise UserError(f"{where}: {key!r} is a JSON {_json_type(record[key])}, not a string; "
+                    "set data.text_key to the field that holds the text")
   return record[key]
+
+
+def _json_type(value: Any) -> str:
+  names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+  return names.get(type(value), "number")
 
 
 def _json_pair(line: str, where: str, source_key: str, target_key: str) -> tuple[str, str]:
@@ -290,10 +316,11 @@ class _Where:
 
 def _check_file(path: str, scheme: str) -> None:
   expanded = os.path.expanduser(path)
+  resolved = os.path.abspath(expanded)
+  shown = path if path == resolved else f"{path} (= {resolved})"
   if not os.path.exists(expanded):
-    raise UserError(f"data.source file {path} does not exist; fix the path in "
+    raise UserError(f"data.source file {shown} does not exist; fix the path in "
                     "data.source (relative paths start at the current directory)")
   if os.path.isdir(expanded):
-    raise UserError(f"data.source path {path} is a directory; name the files in it, "
+    raise UserError(f"data.source path {shown} is a directory; name the files in it, "
                     f"e.g. {scheme}:{os.path.join(path, '*')}")
-

@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import glob
-import json
 import operator
 import os
 import socket
@@ -158,21 +157,16 @@ def _bundled_documents(data_cfg: Any, name: str, split: str) -> Documents:
 
 
 def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documents]:
-  source, key = data_cfg.source, _opt(data_cfg, "text_key")
+  source = data_cfg.source
   docs = []
   paths = _match_files(pattern, source, scheme)
   if data_cfg.get("mode", "") == "pack" and _too_large(data_cfg, paths):
     from jaxgen.data import lazy_files  # pack reads one document at a time: no limit
     return lazy_files.splits(data_cfg, scheme, paths)
   check_in_memory_size(data_cfg, paths, lazy_pack=scheme in ("text", "jsonl"))
+  from jaxgen.data import readers  # pylint: disable=import-outside-toplevel  # imports this
   for path in paths:
-    text = _read_text_file(path, scheme)
-    if scheme == "jsonl":
-      docs.extend(_jsonl_documents(text, path, key))
-    elif _opt(data_cfg, "text_lines"):
-      docs.extend(line.rstrip("\r") for line in text.split("\n") if line.strip())
-    else:
-      docs.append(text)
+    docs.extend(readers.file_records(data_cfg, path))
   rule, val_fraction = _opt(data_cfg, "doc_split"), _opt(data_cfg, "val_fraction")
   if rule not in DOC_SPLITS:
     raise UserError(f"data.doc_split={rule!r} is not a split; use one of "
@@ -214,69 +208,12 @@ def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
   """The files named by PATH_OR_GLOB, sorted by name; a literal path is taken as is."""
   expanded = os.path.expanduser(pattern)
   if os.path.exists(expanded) or not any(c in expanded for c in "*?["):
-    return [pattern]  # a missing file or a directory is reported by _read_text_file
+    return [pattern]  # a missing file or a directory is reported by the reader
   paths = sorted(glob.glob(expanded, recursive=True))
   if not paths:
     raise UserError(f"data.source {source!r} matches no file (looked from "
                     f"{os.getcwd()}); fix the pattern after {scheme}:")
   return paths
-
-
-def _jsonl_documents(text: str, path: str, key: str) -> list[str]:
-  docs = []
-  for lineno, line in enumerate(text.split("\n"), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise UserError(f"{path}:{lineno} is not JSON ({e.msg}, column {e.colno}); a "
-                      f"jsonl: source needs one object per line with a {key!r} field") from None
-    if not isinstance(record, dict) or key not in record:
-      has = (f"keys: {', '.join(map(repr, list(record)[:10]))}" if isinstance(record, dict)
-             else f"it is a JSON {_json_type(record)}")
-      raise UserError(f"{path}:{lineno} has no key {key!r} ({has}); set data.text_key "
-                      "to the field that holds the text")
-    if not isinstance(record[key], str):
-      raise UserError(f"{path}:{lineno}: {key!r} is a JSON {_json_type(record[key])}, not a "
-                      "string; set data.text_key to the field that holds the text")
-    docs.append(record[key])
-  return docs
-
-
-def _json_type(value: Any) -> str:
-  names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-  return names.get(type(value), "number")
-
-
-def _read_text_file(path: str, scheme: str = "text") -> str:
-  expanded = os.path.expanduser(path)
-  resolved = os.path.abspath(expanded)
-  shown = path if path == resolved else f"{path} (= {resolved})"
-  if not os.path.exists(expanded):
-    raise UserError(f"data.source file {shown} does not exist; fix the path in "
-                    "data.source (relative paths start at the current directory)")
-  if os.path.isdir(expanded):
-    raise UserError(f"data.source path {shown} is a directory; name the files in it, "
-                    f"e.g. {scheme}:{os.path.join(path, '*')}")
-  try:
-    from jaxgen.data import readers  # .gz and .zst are decompressed
-    with (readers.open_binary(expanded) if expanded.endswith(readers.COMPRESSED)
-          else open(expanded, "rb")) as f:
-      raw = f.read()
-  except OSError as e:
-    raise UserError(f"cannot read data.source file {shown}: {e.strerror}; check "
-                    "its permissions") from None
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"data.source file {shown} is not valid UTF-8 (bad byte "
-                    f"0x{raw[e.start]:02x} at byte offset {e.start}); convert it "
-                    "to UTF-8, e.g. with iconv") from None
-  if not text.strip():
-    raise UserError(f"data.source file {shown} is empty or whitespace only; "
-                    "point data.source at a file with training text")
-  return text
 
 
 # TFDS.
