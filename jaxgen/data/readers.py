@@ -6,10 +6,11 @@ byte ranges of files (line-based, uncompressed files are cut at any line;
 compressed files and whole-file documents are taken whole), or a range of a
 TFDS split's records, or one split of a bundled corpus. `read_unit(data_cfg,
 unit)` yields the unit's records in the source's order: documents (str) or, for
-paired sources, (source, target) texts, parsed exactly as data/sources.py and
-data/pairs.py parse a whole file, so units read one after another give the
-documents the in-memory path reads. Nothing holds more than one line, or one
-whole-file document, at a time.
+paired sources, (source, target) texts. This module is the one parser of local
+files: the in-memory sources (data/sources.py, data/pairs.py) read each file
+through `file_records`, so units read one after another give the records the
+in-memory path reads. Nothing holds more than one line, or one whole-file
+document, at a time.
 
 Files ending in .gz or .zst are decompressed on the fly.
 """
