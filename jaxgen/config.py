@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2  # batches prepared ahead in background threads
   # Local text/jsonl/tsv files are read into memory; more than this many MB of them is
   # refused in one line that gives the `jaxgen data prepare` command (a token store),
-  # except text/jsonl documents in data.mode='pack', read lazily (data/lazy_files.py).
+  # except in data.mode='pack', which reads them lazily (data/lazy_files.py).
   c.data.max_in_memory_mb = 512
   c.data.seq_len = 64  # training window (context) length; with pairs, the target length
   # Paired sources (conditional generation, see jaxgen/data/pairs.py): tsv:PATH_OR_GLOB,

@@ -96,3 +96,74 @@ def test_windows_and_compressed_and_one_document_are_refused(corpus, tmp_path):
   (tmp_path / "one.txt").write_text("word " * (MB // 4))
   with pytest.raises(UserError, match="one document"):
     sources.documents(_cfg(f"text:{tmp_path}/one.txt", 1, "hashed"), "train")
+
+
+@pytest.fixture(scope="module")
+def pair_corpus(tmp_path_factory):
+  """About 1.2 MB of tsv pairs in two files: repeated sources and targets (the hashed
+  split keeps them on one side), and lines holding two pairs split at a \\r (as
+  str.splitlines splits them in memory)."""
+  rng = np.random.default_rng(1)
+  words = ["haus", "baum", "wald", "straße", "fluss", "berg", "see", "dorf"]
+  lines = []
+  for i in range(9000):
+    source = " ".join(rng.choice(words, size=int(rng.integers(2, 24))))
+    target = source.upper() if i % 7 else "REPEATED TARGET"
+    lines.append(f"{source}\t{target}")
+  for i in range(0, len(lines) - 1, 97):
+    lines[i] = lines[i] + "\r" + lines[i + 1]
+  root = tmp_path_factory.mktemp("lazy_pairs")
+  for k, part in enumerate((lines[:4000], lines[4000:])):
+    (root / f"part{k}.tsv").write_text("\n".join(part) + "\n", encoding="utf-8")
+  total = sum((root / f"part{k}.tsv").stat().st_size for k in range(2))
+  assert MB < total < 2 * MB
+  return f"tsv:{root}/part*.tsv"
+
+
+def _pair_cfg(source: str, limit_mb: int, rule: str):
+  d = _cfg(source, limit_mb, "tail")
+  d.update(pair_split=rule, source_len=32, seq_len=32)
+  return d
+
+
+@pytest.mark.parametrize("rule", ["hashed", "tail"])
+def test_lazy_pairs_are_the_in_memory_ones_and_pack_alike(pair_corpus, rule):
+  from jaxgen.data import pairs
+  lazy = pairs.train_and_eval(_pair_cfg(pair_corpus, 1, rule))
+  memory = pairs.train_and_eval(_pair_cfg(pair_corpus, 512, rule))
+  assert isinstance(lazy[0], lazy_files.LazyPairs)
+  assert not isinstance(memory[0], lazy_files.LazyPairs)
+  for a, b in zip(lazy, memory):
+    assert len(a) == len(b) > 0
+    assert list(a) == list(b)
+  assert sum(map(len, memory)) == 9000 + len(range(0, 8999, 97))  # the \r lines hold two
+
+  def batches(items, state=None, n=4):
+    it = iter(pairs.make_pair_dataset(items, ByteTokenizer(), source_len=32, target_len=32,
+                                      batch_size=8, seed=5, pack=True))
+    if state is not None:
+      it.set_state(state)
+    out = [next(it) for _ in range(n)]
+    final = it.get_state()
+    it.close()
+    return out, final
+  want, _ = batches(memory[0])
+  got, _ = batches(lazy[0])
+  for a, b in zip(want, got):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  _, state = batches(lazy[0], n=2)
+  resumed, _ = batches(lazy[0], state=json.loads(json.dumps(state)), n=2)
+  for a, b in zip(want[2:], resumed):
+    np.testing.assert_array_equal(a["source"], b["source"])
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
+def test_large_pairs_outside_pack_mode_are_refused(pair_corpus):
+  from jaxgen.data import pairs
+  d = _pair_cfg(pair_corpus, 1, "hashed")
+  d.mode = "windows"
+  with pytest.raises(UserError, match="data.mode='pack' reads it lazily") as e:
+    pairs.train_and_eval(d)
+  assert "jaxgen data prepare" in str(e.value) and "\n" not in str(e.value)

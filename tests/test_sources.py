@@ -13,7 +13,7 @@ import pytest
 
 import tensorflow_datasets as tfds  # a required dependency: failing to import fails the suite
 
-from jaxgen.data import bundled, readers, sources
+from jaxgen.data import bundled, readers
 from jaxgen.data.sources import documents, prepare
 from jaxgen.data.tokenizer import CharTokenizer
 from jaxgen.errors import UserError

@@ -163,15 +163,21 @@ def file_records(data_cfg: Any, path: str) -> Iterator[Any]:
                     "point data.source at a file with training text")
 
 
-def record_at(data_cfg: Any, path: str, offset: int, nbytes: int) -> Any:
-  """The document that `located_records` found at (path, offset, nbytes)."""
+def record_at(data_cfg: Any, path: str, offset: int, nbytes: int, sub: int = 0) -> Any:
+  """The record that `located_records` found at (path, offset, nbytes): the `sub`-th
+  of that line (a pair file's line breaks at \r, \v, ... too, as str.splitlines does)."""
   if nbytes < 0:
     return _whole_document(path)
   with _opened(path) as f:
     f.seek(offset)
     raw = f.read(nbytes)
   scheme = sources.parse_source(data_cfg.source)[0]
-  return next(_parse_line(data_cfg, scheme, False, path, offset, raw))
+  paired = task_of(data_cfg) == "seq2seq"
+  for i, record in enumerate(_parse_line(data_cfg, scheme, paired, path, offset, raw)):
+    if i == sub:
+      return record
+  raise UserError(f"data.source file {path} changed while training read it (no record "
+                  f"{sub} at byte offset {offset}); restart the run on files that stay put")
 
 
 def _by_lines(data_cfg: Any, scheme: str) -> bool:
