@@ -1,4 +1,4 @@
-"""Generating from sources (conditional models): batched decoding and text metrics.
+"""Generating from sources (conditional models): batched decoding.
 
 Each source is encoded as in training (its ids + eos) and right-padded to the
 model's source length, always the same width, and each output starts from
@@ -85,16 +85,6 @@ def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *
         outputs[i][s] = row
   return [[tokenizer.decode(_until_eos(t, tokenizer.eos_id)) for t in rows]
           for rows in outputs]
-
-
-def text_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-  """Exact match (a fraction), corpus BLEU and chrF (sacrebleu's defaults, 0-100)."""
-  import sacrebleu
-  hyps, refs = list(hypotheses), list(references)
-  exact = float(np.mean([h == r for h, r in zip(hyps, refs)])) if refs else 0.0
-  return {"exact_match": exact,
-          "bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score),
-          "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
 
 
 def _until_eos(tokens, eos_id: int) -> np.ndarray:

@@ -74,8 +74,9 @@ def decoded_metrics(s, graphdef, params) -> dict:
   """Exact match, BLEU and chrF of greedy outputs for the first eval.decode_examples
   validation pairs."""
   from jaxgen.sample import conditional
+  from jaxgen.train.text_metrics import text_metrics
   outputs = conditional.generate_from_sources(
       graphdef, params, s.tokenizer, [src for src, _ in s.decode_pairs],
       source_len=s.source_len, max_new_tokens=s.model_cfg.max_len - 1, truncate=True)
-  scores = conditional.text_metrics([o[0] for o in outputs], [t for _, t in s.decode_pairs])
+  scores = text_metrics([o[0] for o in outputs], [t for _, t in s.decode_pairs])
   return {f"val_{k}": v for k, v in scores.items()}
