@@ -166,6 +166,7 @@ class LanguageModel:
   def sample(self, cfg, s, graphdef, params) -> str:
     from jaxgen.data.tokenizer import prompt_start
     from jaxgen.models.factory import context_limit
+    from jaxgen.sample.batching import never_sampled
     from jaxgen.sample.decode import generate
     sample_cfg = cfg.sample
     start = prompt_start(s.tokenizer, cfg.data.mode, bool(sample_cfg.prompt))
@@ -176,7 +177,7 @@ class LanguageModel:
     tokens = generate(graphdef, params, prompt[None, :], sample_cfg.num_tokens,
                       seed=0, temperature=sample_cfg.temperature, top_k=sample_cfg.top_k,
                       vocab_size=s.tokenizer.vocab_size, max_len=context_limit(s.model_cfg),
-                      exclude_ids=(s.tokenizer.pad_id, s.tokenizer.bos_id))
+                      exclude_ids=never_sampled(s.tokenizer))
     return sample_cfg.prompt + s.tokenizer.decode(tokens[0])
 
   def sizes(self, cfg) -> dict:

@@ -1,5 +1,6 @@
-"""Reference models for the sampling tests: one whose logits the test chooses, and a
-restored run decoded by plain full forward passes (what the cached decoder must match)."""
+"""Reference models for the sampling tests: ones whose logits the test chooses (a
+language model and a conditional one), and a restored run decoded by plain full
+forward passes (what the cached decoder must match)."""
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,25 @@ class RiggedLM(DecoderOnly, nnx.Module):
     del lengths_B
     logits_BTV, cache = self.decode(tokens_BT, cache)
     return logits_BTV[:, -1], cache
+
+
+class RiggedSeq2Seq(RiggedLM):
+  """RiggedLM as a conditional model: it takes a source (and ignores it), as an
+  encoder-decoder's decoding does, and its decoder reads `context` tokens."""
+
+  conditional = True
+
+  def __init__(self, logits_V, context):
+    super().__init__(logits_V)
+    self.context = context
+
+  def init_decoding(self, batch_size, max_len=None, source=None):
+    del source
+    return self.init_cache(batch_size, max_len)
+
+  @property
+  def context_len(self):
+    return self.context
 
 
 class Forward:

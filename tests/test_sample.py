@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jaxgen.sample
+import jaxgen.sample.restore
 from jaxgen.models.lstm import LSTMConfig, LSTMLM
 from jaxgen.models.transformer import TransformerConfig, TransformerLM
 from jaxgen.sample.decode import generate, sample_logits
-from tests.sample_helpers import RiggedLM
+from tests.helpers import reverse_config, tiny_transformer_config
+from tests.sample_helpers import RiggedLM, RiggedSeq2Seq
 
 
 def greedy_by_recompute(model, prompt, num_tokens, window=None):
@@ -239,6 +242,54 @@ def test_excluded_and_padded_ids_are_never_drawn_though_most_likely():
   assert (generate(graphdef, params, prompt, 40, temperature=0.0, **masked) == 1).all()
   free = generate(graphdef, params, prompt, 40, temperature=1.0, max_len=16)
   assert np.isin(free, [2, 3, 5, 6]).mean() > 0.9
+
+
+class _SharedEos:
+  """A tokenizer of 6 ids, one character each ("PEBabc"), whose eos (id 1) is also its
+  bos or its pad (as GPT-2's bos is its eos); the other of the two is id 0 or 2."""
+
+  vocab_size = 6
+  eos_id = 1
+
+  def __init__(self, shared):
+    self.pad_id, self.bos_id = (0, 1) if shared == "bos" else (1, 2)
+
+  def encode(self, text):
+    return np.asarray(["PEBabc".index(c) for c in text], np.int32)
+
+  def decode(self, ids):
+    return "".join("PEBabc"[i] for i in ids)  # pad and bos show, were they drawn
+
+
+@pytest.mark.parametrize("shared", ["bos", "pad"])
+@pytest.mark.parametrize("path", ["prompt", "source"])
+def test_eos_stays_possible_when_pad_or_bos_share_its_id(monkeypatch, path, shared):
+  # The favourites are the vocabulary's padding (ids 6, 7), then pad and bos where
+  # they are not eos, then eos just ahead of "a": eos must be the first allowed token.
+  tok = _SharedEos(shared)
+  never = [i for i in (tok.pad_id, tok.bos_id) if i != tok.eos_id]
+  logits = np.array([0.0, 3.5, 0.0, 3.0, 0.0, 0.0, 20.0, 20.0], np.float32)
+  logits[never] = 10.0
+  if path == "prompt":
+    cfg, model, given = tiny_transformer_config("text:unused"), RiggedLM(logits), dict(prompt="ab")
+  else:
+    cfg, model, given = reverse_config(), RiggedSeq2Seq(logits, context=8), dict(source="ab")
+  graphdef, params = nnx.split(model)
+  monkeypatch.setattr(jaxgen.sample.restore, "restore",
+                      lambda *args, **kwargs: (graphdef, params, cfg, tok))
+  start = given.get("prompt", "")
+
+  def new_texts(**kwargs):
+    texts = jaxgen.sample.generate("unused", max_new_tokens=6, **given, **kwargs)
+    assert all(t.startswith(start) for t in texts), texts
+    return [t[len(start):] for t in texts]
+
+  assert new_texts(temperature=0) == [""]  # greedy: eos first
+  assert new_texts(beam_size=2)[0] == ""
+  sampled = new_texts(temperature=1.0, num_samples=16, seed=1)
+  # Never pad or bos (which show) nor padding (which `decode` cannot read).
+  assert not set("".join(sampled)) & {"PEBabc"[i] for i in never}, sampled
+  assert any(len(t) < 6 for t in sampled) and any(sampled), sampled  # eos ends some texts
 
 
 _LOGITS = np.array([2.0, 1.0, 0.0, -0.5, -1.5])

@@ -1,4 +1,4 @@
-"""Generating from sources (conditional models): batched decoding.
+"""Generating from sources (conditional models), batched as prompts are (`batching`).
 
 Each source is encoded as in training (its ids + eos) and right-padded to the
 model's source length, always the same width, and each output starts from
@@ -17,10 +17,7 @@ import numpy as np
 
 from jaxgen.data.pairs import encode_source
 from jaxgen.errors import UserError
-from jaxgen.sample import decode
-
-# Sources (x samples, or beams) per decoding call, as for prompts.
-BATCH_ROWS = 64
+from jaxgen.sample import batching
 
 
 def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *,
@@ -52,42 +49,16 @@ def generate_from_sources(graphdef, params, tokenizer, sources: Sequence[str], *
   if cut and report_cut:
     print(f"jaxgen: cut {cut} of {len(sources)} source{'s' * (len(sources) != 1)} to the "
           f"{source_len - 1} tokens the model reads", file=sys.stderr, flush=True)
-  never = (tokenizer.pad_id, tokenizer.bos_id)
   bos = np.asarray([tokenizer.bos_id], np.int32)
-  outputs: list[list[np.ndarray]] = [[None] * num_samples for _ in ids]
+  prompts = [bos] * len(ids)
   if beam_size:
-    from jaxgen.sample.beam import beam_search
-    per_call = max(1, BATCH_ROWS // beam_size)
-    for start in range(0, len(ids), per_call):
-      part = list(range(start, min(start + per_call, len(ids))))
-      filled = part + [part[-1]] * (min(per_call, len(ids)) - len(part))
-      source = decode._source_buffer([ids[i] for i in filled], source_len)
-      tokens_BKN, _ = beam_search(graphdef, params, np.tile(bos, (len(filled), 1)),
-                                  max_new_tokens, beam_size=beam_size,
-                                  length_penalty=length_penalty, eos_id=tokenizer.eos_id,
-                                  vocab_size=tokenizer.vocab_size, exclude_ids=never,
-                                  source=source)
-      for i, beams in zip(part, tokens_BKN):
-        outputs[i] = list(beams[:num_samples])
+    outputs = [list(beams[:num_samples]) for beams in batching.beam_rows(
+        graphdef, params, tokenizer, prompts, max_new_tokens, beam_size=beam_size,
+        length_penalty=length_penalty, sources=ids, source_width=source_len)]
   else:
-    rows = [(i, s) for i in range(len(ids)) for s in range(num_samples)]
-    batch = min(BATCH_ROWS, len(rows))
-    for start in range(0, len(rows), batch):
-      part = rows[start:start + batch]
-      filled = part + [part[-1]] * (batch - len(part))
-      out = decode.generate(graphdef, params, [bos] * len(filled), max_new_tokens, seed=seed,
-                            temperature=temperature, top_k=top_k, top_p=top_p,
-                            repetition_penalty=repetition_penalty,
-                            vocab_size=tokenizer.vocab_size, exclude_ids=never,
-                            row_ids=[s for _, s in filled],
-                            sources=[ids[i] for i, _ in filled], source_width=source_len)
-      for (i, s), row in zip(part, out):
-        outputs[i][s] = row
-  return [[tokenizer.decode(_until_eos(t, tokenizer.eos_id)) for t in rows]
+    outputs = batching.sampled_rows(
+        graphdef, params, tokenizer, prompts, max_new_tokens, num_samples=num_samples,
+        seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, sources=ids, source_width=source_len)
+  return [[tokenizer.decode(batching.until_eos(t, tokenizer.eos_id)) for t in rows]
           for rows in outputs]
-
-
-def _until_eos(tokens, eos_id: int) -> np.ndarray:
-  tokens = np.asarray(tokens)
-  ends = np.flatnonzero(tokens == eos_id)
-  return tokens[:ends[0]] if ends.size else tokens

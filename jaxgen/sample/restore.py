@@ -19,16 +19,11 @@ from jaxgen import logs
 from jaxgen.data.tokenizer import prompt_start, tokenizer_from_spec
 from jaxgen.errors import UserError
 from jaxgen.models.factory import context_limit, model_config
-from jaxgen.sample import decode
+from jaxgen.sample import batching
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state
 from jaxgen.workdir_paths import checkpoints_of
-
-# Rows (prompts x samples, or beams) per decoding call: on 2 CPU cores a batch
-# of 64 decodes ~5x as many tokens/s as one row (benchmarks/RESULTS.md), and
-# its key/value cache stays small (300 MB for the 6x384 recipe in float32).
-_BATCH_ROWS = 64
 
 
 def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: int = 200,
@@ -97,17 +92,18 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
                     "every token")
   ids = [_prompt_ids(p, i, tokenizer, cfg.data.mode, model_cfg_max_len, beam_size,
                      max_new_tokens) for i, p in enumerate(prompts)]
-  # No training target is ever pad or bos; an imported tokenizer may share eos's id
-  # with them (GPT-2: bos = eos), and eos must stay possible.
-  never = tuple(sorted({tokenizer.pad_id, tokenizer.bos_id} - {tokenizer.eos_id}))
   if beam_size:
-    tokens = _beam_rows(graphdef, params, ids, max_new_tokens, beam_size, length_penalty,
-                        tokenizer, model_cfg_max_len, never)
+    tokens = batching.beam_rows(graphdef, params, tokenizer, ids, max_new_tokens,
+                                beam_size=beam_size, length_penalty=length_penalty,
+                                max_len=model_cfg_max_len)
   else:
-    tokens = _sampled_rows(graphdef, params, ids, max_new_tokens, num_samples, seed,
-                           temperature, top_k, top_p, repetition_penalty, window_stride,
-                           tokenizer, model_cfg_max_len, never)
-  texts = [[prompts[i] + cut_at_stop(tokenizer.decode(_until_eos(t, tokenizer.eos_id)), stop)
+    tokens = batching.sampled_rows(graphdef, params, tokenizer, ids, max_new_tokens,
+                                   num_samples=num_samples, seed=seed, temperature=temperature,
+                                   top_k=top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty,
+                                   window_stride=window_stride, max_len=model_cfg_max_len)
+  texts = [[prompts[i] + cut_at_stop(tokenizer.decode(batching.until_eos(t, tokenizer.eos_id)),
+                                     stop)
             for t in tokens[i][:num_samples]] for i in range(len(prompts))]
   return texts[0] if single else texts
 
@@ -166,61 +162,6 @@ def read_prompt_file(path: str, flag: str = "--prompt_file") -> list[str]:
   return prompts
 
 
-def _sampled_rows(graphdef, params, ids, max_new_tokens, num_samples, seed, temperature,
-                  top_k, top_p, repetition_penalty, window_stride, tokenizer, max_len, never):
-  """Per prompt, its `num_samples` generated token rows.
-
-  Rows of any prompt lengths share a batch of up to `_BATCH_ROWS`; sorted by
-  length, so a batch's prompts end in the same prefill chunks. Sample s of a
-  prompt draws from the stream of (seed, the prompt's tokens, s), so a
-  prompt's texts do not depend on the other prompts given with it, and
-  different prompts draw independent numbers.
-  """
-  rows = [(i, s) for i in sorted(range(len(ids)), key=lambda i: len(ids[i]))
-          for s in range(num_samples)]
-  batch = min(_BATCH_ROWS, len(rows))
-  tokens: list[list[np.ndarray]] = [[None] * num_samples for _ in ids]
-  for start in range(0, len(rows), batch):
-    part = rows[start:start + batch]
-    # A short last batch is filled up to the batch size: the compiled program
-    # is reused, which costs less than compiling one for the smaller batch.
-    filled = part + [part[-1]] * (batch - len(part))
-    out = decode.generate(graphdef, params, [ids[i] for i, _ in filled], max_new_tokens,
-                          seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                          repetition_penalty=repetition_penalty, window_stride=window_stride,
-                          vocab_size=tokenizer.vocab_size, max_len=max_len, exclude_ids=never,
-                          row_ids=[s for _, s in filled])
-    for (i, s), row in zip(part, out):
-      tokens[i][s] = row
-  return tokens
-
-
-def _beam_rows(graphdef, params, ids, max_new_tokens, beam_size, length_penalty, tokenizer,
-               max_len, never):
-  """Per prompt, its beams' token rows, best first.
-
-  Beam search takes prompts of one length per call: equal lengths are
-  batched, up to `_BATCH_ROWS` beams per call.
-  """
-  from jaxgen.sample.beam import beam_search  # only beam users pay for its import
-  by_length: dict[int, list[int]] = {}
-  for i, row in enumerate(ids):
-    by_length.setdefault(len(row), []).append(i)
-  per_call = max(1, _BATCH_ROWS // beam_size)
-  tokens: list[np.ndarray] = [None] * len(ids)
-  for group in by_length.values():
-    for start in range(0, len(group), per_call):
-      part = group[start:start + per_call]
-      tokens_BKN, _ = beam_search(graphdef, params, np.stack([ids[i] for i in part]),
-                                  max_new_tokens, beam_size=beam_size,
-                                  length_penalty=length_penalty, eos_id=tokenizer.eos_id,
-                                  vocab_size=tokenizer.vocab_size, max_len=max_len,
-                                  exclude_ids=never)
-      for i, beams in zip(part, tokens_BKN):
-        tokens[i] = beams
-  return tokens
-
-
 def _prompt_ids(prompt, index, tokenizer, data_mode, max_len, beam_size, max_new_tokens):
   where = "the prompt" if index == 0 else f"prompt {index + 1}"
   try:
@@ -237,12 +178,6 @@ def _prompt_ids(prompt, index, tokenizer, data_mode, max_len, beam_size, max_new
                     f"tokens) plus --max_new_tokens={max_new_tokens} exceeds the model's "
                     f"context of {max_len}; generate fewer tokens")
   return ids
-
-
-def _until_eos(tokens, eos_id: int) -> np.ndarray:
-  tokens = np.asarray(tokens)
-  ends = np.flatnonzero(tokens == eos_id)
-  return tokens[:ends[0]] if ends.size else tokens
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
