@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
 from jaxgen import logs
@@ -69,7 +70,7 @@ def generate(workdir: str, prompt: str | Sequence[str] = "", *, max_new_tokens: 
   graphdef, params, cfg, tokenizer = restore(workdir, step=step, best=best)
   model_cfg = model_config(cfg.model, tokenizer.vocab_size, cfg.data.seq_len,
                            cfg.data.get("source_len", 0))
-  conditional = bool(getattr(model_cfg, "max_source_len", 0))
+  conditional = nnx.merge(graphdef, params).conditional
   if conditional != (source is not None):
     raise UserError(f"the model in {workdir} " + (
         "generates from a source: give --source or --source_file (Python: source=...)"
