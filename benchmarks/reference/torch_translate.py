@@ -21,7 +21,7 @@ jaxgen's own code for everything that is not the model or the optimizer:
 * decoded metrics: greedy decoding (from bos; pad, bos and the vocabulary's
   padding ids never chosen; model.max_len - 1 new tokens, cut at the first eos)
   of the first eval.decode_examples validation pairs, sources encoded and cut by
-  `pairs.encode_source`, scored by `jaxgen.sample.conditional.text_metrics`
+  `pairs.encode_source`, scored by `jaxgen.train.text_metrics`
   (sacrebleu corpus chrF and BLEU, exact match), at every evaluation;
 * learning rate: optax's warmup_cosine_decay_schedule as
   `jaxgen.train.optimizer.make_optimizer` builds it (0 -> train.learning_rate
@@ -420,7 +420,7 @@ def main(argv):
       record = {"step": step + 1, "val_loss": validation_loss(model, eval_batches)}
       if decode_pairs:
         t2 = time.perf_counter()
-        from jaxgen.sample.conditional import text_metrics  # jaxgen's sacrebleu scoring
+        from jaxgen.train.text_metrics import text_metrics  # jaxgen's sacrebleu scoring
         outputs = greedy_decode(model, tokenizer, [s for s, _ in decode_pairs], source_len,
                                 model.max_len - 1)
         scores = text_metrics(outputs, [ref for _, ref in decode_pairs])
