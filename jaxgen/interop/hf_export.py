@@ -106,7 +106,8 @@ def _run_model_type(workdir: str) -> str | None:
 
 def _generation_config(model_cfg, tokenizer) -> dict:
   """Greedy by default; ids jaxgen never generates (pad, bos) suppressed as it does."""
-  never = sorted({tokenizer.pad_id, tokenizer.bos_id} - {tokenizer.eos_id})
+  from jaxgen.sample.batching import never_sampled  # pylint: disable=import-outside-toplevel
+  never = list(never_sampled(tokenizer))
   config = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
             "pad_token_id": tokenizer.pad_id, "do_sample": False, "suppress_tokens": never}
   if getattr(model_cfg, "max_len", None):
