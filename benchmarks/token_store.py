@@ -1,6 +1,7 @@
 """The token store, measured: prints one JSON line.
 
   python benchmarks/token_store.py --what=prepare --mb=20      # vs the tokenizers' own rate
+  python benchmarks/token_store.py --what=prepare --mb=200 --tokenizers=byte,sentencepiece
   python benchmarks/token_store.py --what=memory --mb=200,2000 # prepare's peak RSS
   python benchmarks/token_store.py --what=input --mb=100       # batches/s from a store
   python benchmarks/token_store.py --what=startup --mb=20,2000 # first batch, fresh process
@@ -47,6 +48,8 @@ _MB = flags.DEFINE_string("mb", "20", "Corpus size(s) in MB, comma-separated.")
 _DIR = flags.DEFINE_string("dir", "/tmp/jaxgen_store_bench", "Where corpora and stores go.")
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Prepare's workers.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "input: seconds per measurement.")
+_TOKENIZERS = flags.DEFINE_list("tokenizers", ["byte", "sentencepiece", "hf"],
+                                "prepare: the tokenizers to measure.")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -161,6 +164,8 @@ def measure_prepare(mb: int) -> dict:
   docs = documents(path)
   out = {}
   for name, flags_ in tokenizers(path).items():
+    if name not in _TOKENIZERS.value:
+      continue
     summary, _ = prepare(path, flags_, pathlib.Path(_DIR.value) / f"store_{name}")
     lib = library_rate(name, flags_, docs)
     tokens = summary["tokens"] - summary["documents"]  # the eos after each document
