@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from jaxgen.models.factory import ModelConfig, model_config
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import create_train_state
 from jaxgen.train.step import jit_train_step
@@ -29,15 +29,15 @@ def train_setup(cfg, vocab_size: int, num_batches: int = 4) -> TrainSetup:
   """The state and jitted step exactly as `jaxgen train` builds them, and random batches."""
   t = cfg.train
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  mesh = sharding.make_mesh(cfg.mesh)
+  mesh = mesh_lib.make_mesh(cfg.mesh)
   model_cfg = model_config(cfg.model, vocab_size, cfg.data.seq_len)
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(model_cfg, optimizer, t.seed, mesh, rules)
-  batch_sh = sharding.batch_sharding(mesh, rules)
+  batch_sh = specs.batch_sharding(mesh, rules)
   step_fn = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, rules=rules)
   rng = np.random.default_rng(0)
   shape = (t.batch_size, cfg.data.seq_len)
-  batches = [sharding.put_batch({"inputs": rng.integers(0, vocab_size, shape, np.int32),
+  batches = [specs.put_batch({"inputs": rng.integers(0, vocab_size, shape, np.int32),
                                  "targets": rng.integers(0, vocab_size, shape, np.int32)},
                                 batch_sh) for _ in range(num_batches)]
   return TrainSetup(model_cfg, mesh, state, step_fn, batches)

@@ -21,6 +21,7 @@ from typing import Any
 
 from jaxgen.data import pairs, sources
 from jaxgen.errors import UserError
+from jaxgen.parallel.mesh import MESH_AXES, data_parallel_size, dcn_problems, mesh_shape
 
 _INT32_MAX = 2**31 - 1
 
@@ -221,7 +222,6 @@ RULES: dict[str, dict[str, Rule | None]] = {
 MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM, "encoder_decoder": _ENCODER_DECODER,
                "lstm_attention": _LSTM_ATTENTION}
 CONDITIONAL_TYPES = ("encoder_decoder", "lstm_attention")
-MESH_AXES = ("data", "fsdp", "tensor")
 
 
 def check(cfg: Any) -> None:
@@ -450,34 +450,6 @@ def launch_problems(cfg: Any, num_devices: int, num_processes: int = 1) -> list[
   return problems
 
 
-def dcn_problems(mesh_cfg: Any, shape: dict[str, int]) -> list[str]:
-  """The across-host sizes (mesh.dcn_data, mesh.dcn_fsdp) against the mesh `shape`."""
-  return [f"mesh.dcn_{axis}={mesh_cfg.get(f'dcn_{axis}', 1)} does not divide mesh.{axis}="
-          f"{shape[axis]}; the across-host ways must divide the axis"
-          for axis in ("data", "fsdp") if shape[axis] % mesh_cfg.get(f"dcn_{axis}", 1)]
-
-
-def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
-  """{'data': d, 'fsdp': f, 'tensor': t} over `num_devices`; a size of -1 takes the
-  devices left over. Raises UserError when the sizes cannot fill the devices."""
-  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
-  n = num_devices
-  spec = " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
-  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise UserError(f"mesh sizes {spec} are invalid: use positive sizes and at most one -1")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if n % known:
-      raise UserError(f"mesh {spec} cannot fill {n} devices: {n} is not a multiple of {known}; "
-                      "change mesh.data/mesh.fsdp/mesh.tensor")
-    sizes[sizes.index(-1)] = n // known
-  if math.prod(sizes) != n:
-    raise UserError(f"mesh {spec} has {math.prod(sizes)} devices but {n} are available; "
-                    "make mesh.data * mesh.fsdp * mesh.tensor equal the device count "
-                    "(or set one of them to -1)")
-  return dict(zip(MESH_AXES, sizes))
-
-
 def batch_problems(cfg: Any, shape: dict[str, int], num_processes: int = 1) -> list[str]:
   """The train and eval batches against the data-parallel size of a mesh `shape`."""
   t = cfg.train
@@ -496,15 +468,3 @@ def batch_problems(cfg: Any, shape: dict[str, int], num_processes: int = 1) -> l
     problems.append(f"the data-parallel size {dp} must be a multiple of the {num_processes} "
                     "processes, so that each reads its own rows of every batch")
   return problems
-
-
-def batch_axes(rules: Any) -> tuple[str, ...]:
-  """The mesh axes the batch dimension is split over: the 'batch' rule, by default
-  data and fsdp."""
-  axes = dict(rules).get("batch", ("data", "fsdp"))
-  return (axes,) if isinstance(axes, str) else tuple(axes or ())
-
-
-def data_parallel_size(shape: dict[str, int], rules: Any) -> int:
-  """How many ways a mesh of `shape` splits the batch."""
-  return math.prod(shape[a] for a in batch_axes(rules))

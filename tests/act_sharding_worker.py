@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxgen import config as base
 from jaxgen.models.factory import model_config
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state
 from jaxgen.train.step import jit_train_step
@@ -81,16 +81,16 @@ def compile_case(case: str) -> None:
   cfg = variant(name)
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = map(int, mesh_str.split("x"))
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  mesh = sharding.make_mesh(cfg.mesh)
+  mesh = mesh_lib.make_mesh(cfg.mesh)
   source_len = cfg.data.get("source_len", 0)
   model_cfg = model_config(cfg.model, VOCAB, cfg.data.seq_len, source_len)
   optimizer, schedule = make_optimizer(cfg.train)
   # Compiled for abstract arguments, as `jaxgen plan` does: nothing is initialised or run.
   graphdef, abstract = abstract_train_state(model_cfg, optimizer)
-  state_sh = sharding.state_shardings(abstract, mesh, rules)
+  state_sh = specs.state_shardings(abstract, mesh, rules)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                        abstract, state_sh)
-  batch_sh = sharding.batch_sharding(mesh, rules)
+  batch_sh = specs.batch_sharding(mesh, rules)
   step = _jit(graphdef, optimizer, schedule, cfg.train, state_sh, batch_sh, rules)
   shape = (cfg.train.batch_size, cfg.data.seq_len)
   arrays = {"inputs": (shape, np.int32), "targets": (shape, np.int32)}

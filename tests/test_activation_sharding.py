@@ -54,14 +54,14 @@ def test_train_step_compiles_without_full_rematerialization():
 
 
 def test_constrain_is_identity_without_a_mesh():
-  from jaxgen.models import activation_sharding
+  from jaxgen.parallel import activations as activation_sharding
   x = jnp.ones((4, 8))
   assert activation_sharding.constrain(x, ("batch", "embed")) is x
   assert activation_sharding.spec_for(("batch", "embed"), x.shape) is None
 
 
 def test_specs_follow_the_rules_and_leave_indivisible_dims_replicated():
-  from jaxgen.models import activation_sharding
+  from jaxgen.parallel import activations as activation_sharding
   devices = np.asarray(jax.devices()[:8]).reshape(2, 2, 2)
   mesh = Mesh(devices, ("data", "fsdp", "tensor"),
               axis_types=(jax.sharding.AxisType.Auto,) * 3)
@@ -80,7 +80,7 @@ def test_specs_follow_the_rules_and_leave_indivisible_dims_replicated():
 
 
 def test_one_device_mesh_adds_no_constraints():
-  from jaxgen.models import activation_sharding
+  from jaxgen.parallel import activations as activation_sharding
   mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
   with activation_sharding.use(mesh, base.DEFAULT_LOGICAL_AXIS_RULES):
     assert activation_sharding.spec_for(("batch",), (8,)) is None

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from jaxgen.models.factory import create_model, model_config
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.train.loop import train_and_evaluate
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import count_params, create_train_state
@@ -56,7 +56,7 @@ def test_gpt2_shrunken_runs_one_step():
   cfg = load(CONFIGS[[p.stem for p in CONFIGS].index("gpt2_124m")])
   cfg.model.update(num_layers=2, num_heads=2, embed_dim=64, max_len=32, dtype="float32")
   cfg.data.seq_len, cfg.train.batch_size = 32, 2
-  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:1])
   mcfg = model_config(cfg.model, 65, cfg.data.seq_len)
   assert mcfg.vocab_size == 50304
   opt, schedule = make_optimizer(cfg.train)
@@ -85,8 +85,8 @@ def test_recipe_trains_a_few_steps(recipe, batch_size, tmp_path, monkeypatch):
   cfg.sample.num_tokens = 0
   # The recipe's mesh (data=-1: every device) on one device: sharded steps over
   # 8 host devices on two cores run several times slower.
-  make_mesh = sharding.make_mesh
-  monkeypatch.setattr(sharding, "make_mesh", lambda m, d=None: make_mesh(m, jax.devices()[:1]))
+  make_mesh = mesh_lib.make_mesh
+  monkeypatch.setattr(mesh_lib, "make_mesh", lambda m, d=None: make_mesh(m, jax.devices()[:1]))
   workdir = tmp_path / "run"
   train_and_evaluate(cfg, str(workdir))
 

@@ -9,7 +9,7 @@ from jaxgen import config as base
 from jaxgen import distributed
 from jaxgen.distributed import resolve
 from jaxgen.errors import UserError
-from jaxgen.train.sharding import device_grid
+from jaxgen.parallel.mesh import device_grid
 from tests.helpers import one_line
 
 

@@ -13,7 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.loop import train_and_evaluate
 from tests.helpers import tiny_transformer_config, write_corpus
 
@@ -38,15 +38,15 @@ def config(source, **train):
 def train(cfg, workdir, monkeypatch, on_batch=lambda rows: None):
   """train_and_evaluate on one device; `on_batch(rows of each batch so far)` runs
   before each batch goes to the device."""
-  make_mesh, put_batch, rows = sharding.make_mesh, sharding.put_batch, []
-  monkeypatch.setattr(sharding, "make_mesh", lambda m, d=None: make_mesh(m, jax.devices()[:1]))
+  make_mesh, put_batch, rows = mesh_lib.make_mesh, specs.put_batch, []
+  monkeypatch.setattr(mesh_lib, "make_mesh", lambda m, d=None: make_mesh(m, jax.devices()[:1]))
 
   def put(batch, batch_sharding):
     rows.append(len(batch["inputs"]))
     on_batch(rows)
     return put_batch(batch, batch_sharding)
 
-  monkeypatch.setattr(sharding, "put_batch", put)
+  monkeypatch.setattr(specs, "put_batch", put)
   return train_and_evaluate(cfg, str(workdir)), rows
 
 

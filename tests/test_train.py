@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxgen.errors import UserError
 from jaxgen.models.factory import model_config
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.state import create_train_state
 from jaxgen.train.step import make_train_step
 from tests.helpers import (tiny_lstm_config, tiny_transformer_config, unigram_entropy,
@@ -77,7 +77,7 @@ def test_layout_check_sees_a_replicated_or_moved_state(source):
   """The checks above fail on the layouts they guard against."""
   cfg = tiny_transformer_config(source)
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 2, 2, 2
-  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:8])
+  mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:8])
   rules = tuple(cfg.mesh.logical_axis_rules)
   model_cfg = model_config(cfg.model, 50, 32)
   graphdef, state, shardings = create_train_state(model_cfg, optax.adam(1e-3), 0, mesh, rules)
@@ -128,7 +128,7 @@ def test_divergence_stops_with_one_line_and_saves_no_bad_step(source, tmp_path, 
   """A loss that turns NaN at step 4 (its batch holds a token id outside the embedding
   table, which JAX's gather reads as NaN) stops the run with one line naming the step,
   and no checkpoint holds that step, although every step is due for a save."""
-  put_batch, batches = sharding.put_batch, []
+  put_batch, batches = specs.put_batch, []
 
   def poisoned(batch, batch_sharding):
     batches.append(batch)
@@ -137,7 +137,7 @@ def test_divergence_stops_with_one_line_and_saves_no_bad_step(source, tmp_path, 
       batch["inputs"][0, 0] = 10**6
     return put_batch(batch, batch_sharding)
 
-  monkeypatch.setattr(sharding, "put_batch", poisoned)
+  monkeypatch.setattr(specs, "put_batch", poisoned)
   cfg = tiny_transformer_config(source, log_every=1)
   cfg.checkpoint.every_steps = 1  # every step is saved, the bad one too if it could be
   with pytest.raises(UserError, match=r"training diverged at step 4: train_loss=nan") as err:
@@ -166,7 +166,7 @@ def test_gradient_accumulation_matches_one_big_batch(source):
   gradient of the whole batch's mean cross-entropy plus z-loss."""
   cfg = tiny_transformer_config(source)
   z_loss = 1e-2
-  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+  mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:1])
   rules = tuple(cfg.mesh.logical_axis_rules)
   mcfg = model_config(cfg.model, 50, 32)
   opt = _gradient_recorder()

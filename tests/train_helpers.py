@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgen.train import loop, sharding
+from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.train import loop
 from jaxgen.train.loop import train_and_evaluate
 from tests.helpers import REPO, xla_flags
 
@@ -29,12 +30,12 @@ def run(cfg, workdir, mesh=(1, 1, 1)):
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = mesh
   devices = jax.devices()[: mesh[0] * mesh[1] * mesh[2]]
   # The loop uses every visible device; restrict via the mesh helper's device list.
-  original = sharding.make_mesh
-  sharding.make_mesh = lambda m, d=None: original(m, devices)
+  original = mesh_lib.make_mesh
+  mesh_lib.make_mesh = lambda m, d=None: original(m, devices)
   try:
     return train_and_evaluate(cfg, str(workdir))
   finally:
-    sharding.make_mesh = original
+    mesh_lib.make_mesh = original
 
 
 # What DEFAULT_LOGICAL_AXIS_RULES (jaxgen/config.py) give the tiny models' parameters on a

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache
-from jaxgen.models.activation_sharding import constrain, spec_for
+from jaxgen.parallel.activations import constrain, spec_for
 from jaxgen.models.params import param
 
 BACKENDS = ("auto", "xla", "cudnn")
-# Logical names of the query and key/value activations (see activation_sharding.py).
+# Logical names of the query and key/value activations (see jaxgen/parallel/activations.py).
 BTNH = ("batch", "length", "heads", "head_dim")
 BTKH = ("batch", "length", "kv_heads", "head_dim")
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache, layers
-from jaxgen.models.activation_sharding import constrain
+from jaxgen.parallel.activations import constrain
 from jaxgen.models.attention import Attention
 from jaxgen.models.interface import HiddenStateDecoding
 from jaxgen.models.transformer import REMAT_POLICIES, Block, TransformerConfig

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models.activation_sharding import constrain
+from jaxgen.parallel.activations import constrain
 from jaxgen.models.params import param
 
 __all__ = ["Embed", "LayerNorm", "RMSNorm", "Mlp", "dropout", "make_norm", "param", "tokens_2d"]
 
-# Logical names of activations (see activation_sharding.py): the residual
+# Logical names of activations (see jaxgen/parallel/activations.py): the residual
 # stream, and token matrices [M = B*T, .], whose rows split as the batch does.
 BTD = ("batch", "length", "embed")
 MD = ("batch", "embed")

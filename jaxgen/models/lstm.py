@@ -25,14 +25,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import layers
-from jaxgen.models.activation_sharding import constrain, spec_for
+from jaxgen.parallel.activations import constrain, spec_for
 from jaxgen.models.interface import DecoderOnly
 from jaxgen.models.params import param
 
 # One (h_BH, c_BH) pair per layer, float32.
 Carry = tuple[tuple[jax.Array, jax.Array], ...]
 
-# Logical names of activations (see activation_sharding.py). Inside the time
+# Logical names of activations (see jaxgen/parallel/activations.py). Inside the time
 # scan only the batch is split: splitting the 4H gates or H over the tensor
 # axis would put a collective in every time step, so they stay whole.
 TBG = ("length", "batch", None)

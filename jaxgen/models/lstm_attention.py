@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import layers
-from jaxgen.models.activation_sharding import constrain
+from jaxgen.parallel.activations import constrain
 from jaxgen.models.lstm import TBG, LSTMConfig, LSTMLayer, _cell, _dot_rows, _gate_scale
 from jaxgen.models.params import param
 
@@ -245,7 +245,7 @@ class LSTMAttention(nnx.Module):
     return logits_BTV, dict(cache, carry=carry, feed=feed)
 
 
-# Logical names of activations (see activation_sharding.py): the batch is split, the
+# Logical names of activations (see jaxgen/parallel/activations.py): the batch is split, the
 # time and feature axes stay whole, as in the LM's LSTM (jaxgen/models/lstm.py).
 _BSX = ("batch", "length", None)
 

@@ -1,7 +1,7 @@
 """Parameters that carry logical axis names.
 
 Every parameter is an `nnx.Param` with a `logical_axes` tuple (one name per
-dimension, e.g. ('embed', 'mlp')). `jaxgen.train.sharding` maps those names to
+dimension, e.g. ('embed', 'mlp')). `jaxgen.parallel.specs` maps those names to
 mesh axes through the config's `logical_axis_rules`. We use our own metadata
 key rather than Flax's `out_sharding` so that Flax never tries to shard values
 eagerly while a model is being built: sharding is decided in one place.

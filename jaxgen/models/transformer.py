@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache, layers
-from jaxgen.models.activation_sharding import constrain
+from jaxgen.parallel.activations import constrain
 from jaxgen.models.attention import Attention, AttentionConfig
 from jaxgen.models.interface import DecoderOnly, HiddenStateDecoding
 

@@ -6,7 +6,8 @@ import itertools
 
 import numpy as np
 
-from jaxgen.train import inflight, sharding
+from jaxgen.parallel import specs
+from jaxgen.train import inflight
 
 
 def full_split_batches(cfg) -> int | None:
@@ -51,7 +52,7 @@ def loss_sums(eval_step, params, data, num_batches: int | None, batch_sh, *, pro
   sums = []
   try:
     for result in inflight.fetched(
-        lambda b: eval_step(params, sharding.put_batch(b, batch_sh)), batches()):
+        lambda b: eval_step(params, specs.put_batch(b, batch_sh)), batches()):
       sums.append(result)
       if progress is not None:
         progress.update()

@@ -22,7 +22,7 @@ from jaxgen.data.pipeline import windows_state
 from jaxgen.data.tokenizer import Tokenizer, tokenizer_from_spec
 from jaxgen.errors import UserError
 from jaxgen.models.factory import ModelConfig, model_config
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.checkpoint import Checkpointer
 from jaxgen.train.evaluation import (close_iterator, decoded_metrics, evaluate,
                                      full_split_batches, loss_sums)
@@ -68,7 +68,7 @@ def prepare(cfg: ml_collections.ConfigDict, workdir: str) -> Setup:
   config_check.check(cfg)
   wd = _check_workdir(workdir)
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  mesh = sharding.make_mesh(cfg.mesh)
+  mesh = mesh_lib.make_mesh(cfg.mesh)
   hosts = jax.process_count()
   problems = config_check.batch_problems(cfg, dict(mesh.shape), hosts)
   if problems:
@@ -96,7 +96,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   t = cfg.train
   optimizer, schedule = make_optimizer(t)
   graphdef, state, state_sh = create_train_state(s.model_cfg, optimizer, t.seed, s.mesh, s.rules)
-  batch_sh = sharding.batch_sharding(s.mesh, s.rules)
+  batch_sh = specs.batch_sharding(s.mesh, s.rules)
   train_step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, s.rules)
   eval_step = jax.jit(make_eval_step(graphdef, s.mesh, s.rules),
                       in_shardings=(state_sh.params, batch_sh))
@@ -141,7 +141,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   with StopRequest(multi_process=jax.process_count() > 1) as stop:
     try:
       for step in range(int(state.step), t.steps):
-        batch = sharding.put_batch(next(train_iter), batch_sh)
+        batch = specs.put_batch(next(train_iter), batch_sh)
         state, step_metrics = train_step(state, batch)
         drawn = _drawn_tokens(train_iter)
         # Fetching the previous step's metrics only now keeps one step queued

@@ -30,7 +30,7 @@ from flax import nnx
 from jaxgen import chips, config_check
 from jaxgen.models.factory import model_config
 from jaxgen.models.transformer import TransformerConfig
-from jaxgen.train import sharding
+from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state, count_params, model_flops_per_token
 from jaxgen.train.step import jit_train_step
@@ -73,9 +73,9 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
   mesh_cfg = cfg.mesh.copy_and_resolve_references()
   with mesh_cfg.unlocked():
     mesh_cfg.dcn_data = mesh_cfg.dcn_fsdp = 1
-  mesh = sharding.make_mesh(mesh_cfg, devices)
-  state_sh = sharding.state_shardings(abstract, mesh, rules)
-  dp = sharding.data_parallel_size(mesh, rules)
+  mesh = mesh_lib.make_mesh(mesh_cfg, devices)
+  state_sh = specs.state_shardings(abstract, mesh, rules)
+  dp = mesh_lib.data_parallel_size(dict(mesh.shape), rules)
   tokens_per_step = t.batch_size * seq_len
   flops_per_token = model_flops_per_token(model_cfg, abstract.params, seq_len)
   groups = parameter_groups(abstract.params, state_sh.params)
@@ -97,7 +97,7 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
     step_time = report["flops_per_step"] / (mfu * chip.peak_flops * len(devices))
     report.update(step_time_s=step_time, tokens_per_s=tokens_per_step / step_time)
   if compile_step:
-    batch_sh = sharding.batch_sharding(mesh, rules)
+    batch_sh = specs.batch_sharding(mesh, rules)
     step = jit_train_step(graphdef, optimizer, schedule, t, state_sh, batch_sh, rules=rules)
     start = time.perf_counter()
     compiled = step.lower(abstract, abstract_batch(cfg)).compile()
@@ -176,7 +176,7 @@ def _replication_warnings(params: nnx.State, mesh_shape: dict[str, int], rules,
     if not axes:
       continue
     name = _path_name(path)
-    for dim in sharding.indivisible_dims(axes, var.get_value().shape, mesh_shape, rules):
+    for dim in specs.indivisible_dims(axes, var.get_value().shape, mesh_shape, rules):
       names = found.setdefault(dim, [])
       if name not in names:
         names.append(name)

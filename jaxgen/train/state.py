@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 from jaxgen import metrics
 from jaxgen.models.factory import ModelConfig, create_model
 from jaxgen.models.transformer import TransformerConfig
-from jaxgen.train import sharding
+from jaxgen.parallel import specs
 
 
 @flax.struct.dataclass
@@ -36,7 +36,7 @@ def create_train_state(model_cfg: ModelConfig, optimizer: optax.GradientTransfor
 
   init = _init_fn(model_cfg, optimizer, seed)
   graphdef, abstract = abstract_train_state(model_cfg, optimizer, seed)
-  shardings = sharding.state_shardings(abstract, mesh, rules)
+  shardings = specs.state_shardings(abstract, mesh, rules)
   state = jax.jit(init, out_shardings=shardings)()
   return graphdef, state, shardings
 

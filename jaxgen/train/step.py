@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxgen.models import activation_sharding
+from jaxgen.parallel import activations
 from jaxgen.train.state import TrainState
 
 
@@ -21,7 +21,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
   whatever else the model's `batch_logits` reads: see `jaxgen.models.interface`).
 
   With a `mesh`, the model's activations are constrained to the layouts that
-  `rules` give their logical names (see models/activation_sharding.py).
+  `rules` give their logical names (see jaxgen/parallel/activations.py).
   """
 
   def loss_fn(params, batch, rng, denom):
@@ -34,7 +34,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     # Set inside the traced function, so it holds wherever tracing happens
     # (the first call, `.lower()`, a retrace) and nowhere else.
-    with activation_sharding.use(mesh, rules):
+    with activations.use(mesh, rules):
       return _train_step(state, batch)
 
   def _train_step(state, batch):
@@ -79,7 +79,7 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
   """
 
   def eval_step(params, batch):
-    with activation_sharding.use(mesh, rules):
+    with activations.use(mesh, rules):
       logits_BTV = nnx.merge(graphdef, params).batch_logits(batch)
     denom = _weight_sum(batch)
     return cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1] * denom, denom
