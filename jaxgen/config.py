@@ -119,6 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep_best = True  # also keep the one with the lowest validation loss
 
   c.mesh = ml_collections.ConfigDict()
+  # The mesh's axes, outermost first; each has its size in mesh.<axis>. Another axis
+  # (e.g. 'expert') is a name here, a size key, and rules that map names onto it.
+  c.mesh.axes = ("data", "fsdp", "tensor")
   c.mesh.data = -1  # -1: all devices left over by the other axes
   c.mesh.fsdp = 1
   c.mesh.tensor = 1

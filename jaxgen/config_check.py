@@ -21,7 +21,7 @@ from typing import Any
 
 from jaxgen.data import pairs, sources
 from jaxgen.errors import UserError
-from jaxgen.parallel.mesh import MESH_AXES, data_parallel_size, dcn_problems, mesh_shape
+from jaxgen.parallel.mesh import data_parallel_size, dcn_problems, mesh_axes, mesh_shape
 
 _INT32_MAX = 2**31 - 1
 
@@ -145,7 +145,8 @@ _CHECKPOINT = {
     "keep_best": _BOOL,
 }
 _MESH_SIZE = _int(1, 1 << 20, also=((-1, "all devices left over"),))
-_MESH = {"data": _MESH_SIZE, "fsdp": _MESH_SIZE, "tensor": _MESH_SIZE,
+# Besides these, one size (_MESH_SIZE) per axis that mesh.axes names.
+_MESH = {"axes": None,  # axis names: checked by _check_axes
          "logical_axis_rules": None,  # a sequence of pairs: checked by _check_rules
          "dcn_data": _int(1, 1 << 20), "dcn_fsdp": _int(1, 1 << 20)}
 _DISTRIBUTED = {
@@ -226,7 +227,7 @@ CONDITIONAL_TYPES = ("encoder_decoder", "lstm_attention")
 
 def check(cfg: Any) -> None:
   """Raises UserError (one line) on the first bad key or bad relation in `cfg`."""
-  sections = dict(RULES, model=_model_rules(cfg))
+  sections = dict(RULES, model=_model_rules(cfg), mesh=_mesh_rules(cfg))
   for name in cfg.keys():
     if name not in sections:
       raise UserError(f"the config has a section {name!r} jaxgen does not know; known: "
@@ -246,7 +247,7 @@ def check(cfg: Any) -> None:
                         "jaxgen.config")
       if rule is not None:
         check_value(f"{name}.{key}", section[key], rule)
-  _check_rules(cfg.mesh.logical_axis_rules)
+  _check_rules(cfg.mesh.logical_axis_rules, mesh_axes(cfg.mesh))
   _check_relations(cfg)
 
 
@@ -288,10 +289,34 @@ def _in_range(value: float, rule: Rule) -> bool:
   return True
 
 
-def _check_rules(rules: Any) -> None:
+def _mesh_rules(cfg: Any) -> dict[str, Rule | None]:
+  """The mesh section's keys: _MESH and a size for each axis mesh.axes names."""
+  if "mesh" not in cfg:
+    return _MESH  # check() says the section is missing
+  axes = cfg.mesh.get("axes")
+  _check_axes(axes)
+  return {**_MESH, **{axis: _MESH_SIZE for axis in axes}}
+
+
+def _check_axes(axes: Any) -> None:
+  fix = ("; name the mesh's axes outermost first, e.g. ('data', 'fsdp', 'tensor'), each with "
+         "its size in mesh.<axis>")
+  if axes is None:
+    raise UserError("the config has no key mesh.axes; start recipes from jaxgen.config")
+  if isinstance(axes, str) or not isinstance(axes, Sequence) or not axes:
+    raise UserError(f"mesh.axes={axes!r} is not a tuple of axis names{fix}")
+  for axis in axes:
+    if not isinstance(axis, str) or not axis.isidentifier() or axis in _MESH or axis.startswith(
+        "dcn_"):
+      raise UserError(f"mesh.axes names {axis!r}, which cannot be a mesh axis{fix}")
+  if len(set(axes)) != len(axes):
+    raise UserError(f"mesh.axes={tuple(axes)!r} names an axis twice{fix}")
+
+
+def _check_rules(rules: Any, mesh_axes_: Sequence[str]) -> None:
   """mesh.logical_axis_rules: pairs (logical name, None | mesh axis | tuple of mesh axes)."""
   fix = ("; write pairs such as ('embed', 'fsdp') or ('batch', ('data', 'fsdp')) "
-         f"over mesh axes {', '.join(MESH_AXES)}")
+         f"over mesh axes {', '.join(mesh_axes_)}")
   if isinstance(rules, str) or not isinstance(rules, Sequence):
     raise UserError(f"mesh.logical_axis_rules={rules!r} is not a sequence of pairs{fix}")
   for rule in rules:
@@ -301,7 +326,7 @@ def _check_rules(rules: Any) -> None:
                       f"pair{fix}")
     axes = rule[1]
     axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-    if not isinstance(axes, Sequence) or any(a not in MESH_AXES for a in axes):
+    if not isinstance(axes, Sequence) or any(a not in mesh_axes_ for a in axes):
       raise UserError(f"mesh.logical_axis_rules entry {tuple(rule)!r} names a mesh axis "
                       f"that does not exist{fix}")
 
@@ -315,10 +340,12 @@ def _check_relations(cfg: Any) -> None:
   require(t.min_learning_rate <= t.learning_rate,
            f"train.min_learning_rate={t.min_learning_rate} exceeds train.learning_rate="
            f"{t.learning_rate}; the cosine decay ends at the minimum, so lower it")
-  sizes = [cfg.mesh[a] for a in MESH_AXES]
+  axes = mesh_axes(cfg.mesh)
+  sizes = [cfg.mesh[a] for a in axes]
+  named = ", ".join(f"mesh.{a}" for a in axes[:-1]) + f" and mesh.{axes[-1]}"
   require(sizes.count(-1) <= 1,
-           "mesh.data, mesh.fsdp and mesh.tensor: at most one may be -1 (all devices left "
-           f"over), got {', '.join(f'{a}={s}' for a, s in zip(MESH_AXES, sizes))}")
+           f"{named if len(axes) > 1 else f'mesh.{axes[0]}'}: at most one may be -1 (all "
+           f"devices left over), got {', '.join(f'{a}={s}' for a, s in zip(axes, sizes))}")
   _check_distributed(cfg.distributed)
   require(d.tokenizer != "sentencepiece" or bool(d.tokenizer_path),
            "data.tokenizer='sentencepiece' needs data.tokenizer_path: the .model file "
@@ -442,7 +469,7 @@ def launch_problems(cfg: Any, num_devices: int, num_processes: int = 1) -> list[
     shape = mesh_shape(cfg.mesh, num_devices)
   except UserError as e:
     problems.append(str(e))
-    sizes = {a: cfg.mesh[a] for a in MESH_AXES}
+    sizes = {a: cfg.mesh[a] for a in mesh_axes(cfg.mesh)}
     # A mesh with the wrong device count still says how the batch would split.
     shape = sizes if -1 not in sizes.values() else None
   if shape is not None:

@@ -90,6 +90,7 @@ BAD = {
     "checkpoint.every_steps": ["-1"],
     "checkpoint.keep": ["0", "-1"],
     "checkpoint.keep_best": [],
+    "mesh.axes": ["()", "('data', 'data', 'tensor')", "('data', 'fsdp', 'dcn_data')"],
     "mesh.data": ["0", "-2"],
     "mesh.fsdp": ["0", "-5"],
     "mesh.tensor": ["0", "-3"],
