@@ -91,11 +91,25 @@ def usage(commands: dict[str, tuple[str, ...]]) -> str:
   return "\n".join(lines[:-3] + [_wrap(line, "") for line in lines[-3:]])
 
 
+def own_flags(command: str, commands: dict[str, tuple[str, ...]], module) -> list:
+  """The flags `command` takes besides its required ones (`commands[command]`): those
+  whose help is labelled with its name, and those in _ALSO."""
+  required, also = commands[command], _ALSO.get(command, ())
+  return [f for f in flags.FLAGS.get_flags_for_module(module) if f.name not in required and (
+      f.name in also or _part(f.help, command, commands) is not None)]
+
+
+def stray_flags(command: str, commands: dict[str, tuple[str, ...]], module) -> list[str]:
+  """The flags given on the command line (of `module`'s) that `command` does not take,
+  and would ignore."""
+  taken = {*commands[command], *(f.name for f in own_flags(command, commands, module))}
+  return [f.name for f in flags.FLAGS.get_flags_for_module(module)
+          if f.present and f.name.split(".")[0] not in taken]
+
+
 def command_help(command: str, commands: dict[str, tuple[str, ...]], module) -> str:
   required = commands[command]
-  also = _ALSO.get(command, ())
-  own = [f for f in flags.FLAGS.get_flags_for_module(module) if f.name not in required and (
-      f.name in also or _part(f.help, command, commands) is not None)]
+  own = own_flags(command, commands, module)
   line = " ".join([f"jaxgen {command}"] + [f"--{n}={_value(flags.FLAGS[n])}" for n in required])
   lines = [f"usage: {line}" + (" [flags]" if own or "config" in required else ""), "",
            _wrap(_sentence(ABOUT.get(command, "")), "")]

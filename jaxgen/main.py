@@ -126,6 +126,11 @@ def _run_command(argv: list[str]) -> None:
   if command not in COMMANDS:
     _fail(f"expected a command, one of: {', '.join(COMMANDS)} (got {command or 'none'}); "
           f"{_EXAMPLE}; jaxgen --help describes each", status=2)
+  from jaxgen import cli_help
+  stray = cli_help.stray_flags(command, COMMANDS, sys.modules[__name__])
+  if stray:  # every command's flags are defined here; another command's would be ignored
+    _fail(f"--{stray[0]} is not a flag of `jaxgen {command}`, which would ignore it; drop "
+          f"it (jaxgen {command} --help lists the flags it takes)", status=2)
   for name in COMMANDS[command]:
     if getattr(flags.FLAGS, name) in (None, ""):
       _fail(_MISSING[name], status=2)

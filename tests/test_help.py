@@ -68,6 +68,26 @@ def test_every_flag_belongs_to_a_command(capsys):
         "e.g. 'sample: ...'")
 
 
+RECIPE = "--config=configs/shakespeare_char_cpu.py"
+
+
+@pytest.mark.parametrize("command, args, flag", [
+    ("data inspect", (RECIPE, "--json"), "--json"),
+    ("sample", ("--workdir=runs/none", RECIPE), "--config"),
+    ("train", (RECIPE, "--workdir=runs/none", "--temperature=0.5"), "--temperature"),
+    ("export", ("--workdir=runs/none", "--out=runs/none/hf", "--prompt=x"), "--prompt"),
+])
+def test_a_flag_the_command_does_not_take_is_refused_in_one_line(command, args, flag):
+  """Every command's flags are defined in one module, so one that another command takes
+  would be accepted and ignored: it is refused instead, before anything runs."""
+  out = run_jaxgen(*command.split(), *args)
+  assert out.returncode == 2 and out.stdout == "", out
+  assert out.stderr == (f"jaxgen: error: {flag} is not a flag of `jaxgen {command}`, which "
+                        f"would ignore it; drop it (jaxgen {command} --help lists the flags "
+                        "it takes)\n")
+  assert not (REPO / "runs" / "none").exists()
+
+
 def test_unknown_command_help_is_one_line(capsys):
   status, out, err = answer(capsys, "smaple", "--help")
   assert status == 2 and out == ""
