@@ -231,8 +231,7 @@ def _sample() -> None:
                     "or --source_file, or drop it")
   if _PROMPT_FILE.value is not None and _PROMPT.present:
     raise UserError("--prompt and --prompt_file both given; use one")
-  if _STEP.value is not None and _BEST.value:
-    raise UserError("--step and --best both given; use one")
+  _check_checkpoint_choice()
   _output_file()
   prompts = read_prompt_file(_PROMPT_FILE.value) if _PROMPT_FILE.value is not None else [
       _PROMPT.value]
@@ -252,10 +251,15 @@ def _sample() -> None:
       print(f"--- {where}sample {i + 1}/{len(samples)} ---\n{text}", flush=True)
 
 
+def _check_checkpoint_choice() -> None:
+  """sample and export restore the newest checkpoint, --step's or with --best the best."""
+  if _STEP.value is not None and _BEST.value:
+    raise UserError("--step and --best both given; use one")
+
+
 def _interop(command: str) -> None:
   if command == "export":
-    if _STEP.value is not None and _BEST.value:
-      raise UserError("--step and --best both given; use one")
+    _check_checkpoint_choice()
     from jaxgen.interop import safetensors_io  # numpy only
     safetensors_io.parse_size(_MAX_SHARD.value)  # a bad flag is named first, as before
     workdir_paths.checkpoints_of(_WORKDIR.value)
@@ -279,8 +283,7 @@ def _sample_sources(generate, read_lines) -> None:
   if _PROMPT.present or _PROMPT_FILE.value is not None:
     raise UserError("--prompt and --source both given: an encoder-decoder generates from "
                     "its source; use --source or --source_file alone")
-  if _STEP.value is not None and _BEST.value:
-    raise UserError("--step and --best both given; use one")
+  _check_checkpoint_choice()
   _output_file()
   sources = (read_lines(_SOURCE_FILE.value, "--source_file") if _SOURCE_FILE.value is not None
              else [_SOURCE.value])
