@@ -41,6 +41,17 @@ def _cfg(source: str, limit_mb: int, rule: str):
   return d
 
 
+def _take(dataset, n: int, state=None) -> tuple[list, dict]:
+  """The first `n` batches of `dataset` (from `state`, if given) and the state after them."""
+  it = iter(dataset)
+  if state is not None:
+    it.set_state(state)
+  out = [next(it) for _ in range(n)]
+  final = it.get_state()
+  it.close()
+  return out, final
+
+
 @pytest.mark.parametrize("rule", ["hashed", "tail"])
 def test_lazy_documents_are_the_in_memory_ones(corpus, rule):
   lazy = {s: sources.documents(_cfg(corpus, 1, rule), s) for s in sources.SPLITS}
@@ -57,14 +68,8 @@ def test_lazy_pack_gives_the_in_memory_batches_and_resumes(corpus):
   tok = ByteTokenizer()
   def batches(limit_mb, state=None, n=6, shard=(0, 1)):
     docs = sources.documents(_cfg(corpus, limit_mb, "hashed"), "train")
-    it = iter(make_dataset(docs, tok, seq_len=64, batch_size=8, mode="pack", seed=3,
-                           shard_index=shard[0], shard_count=shard[1]))
-    if state is not None:
-      it.set_state(state)
-    out = [next(it) for _ in range(n)]
-    final = it.get_state()
-    it.close()
-    return out, final
+    return _take(make_dataset(docs, tok, seq_len=64, batch_size=8, mode="pack", seed=3,
+                              shard_index=shard[0], shard_count=shard[1]), n, state)
   memory, _ = batches(512)
   lazy, _ = batches(1)
   for a, b in zip(memory, lazy):
@@ -139,14 +144,8 @@ def test_lazy_pairs_are_the_in_memory_ones_and_pack_alike(pair_corpus, rule):
   assert sum(map(len, memory)) == 9000 + len(range(0, 8999, 97))  # the \r lines hold two
 
   def batches(items, state=None, n=4):
-    it = iter(pairs.make_pair_dataset(items, ByteTokenizer(), source_len=32, target_len=32,
-                                      batch_size=8, seed=5, pack=True))
-    if state is not None:
-      it.set_state(state)
-    out = [next(it) for _ in range(n)]
-    final = it.get_state()
-    it.close()
-    return out, final
+    return _take(pairs.make_pair_dataset(items, ByteTokenizer(), source_len=32, target_len=32,
+                                         batch_size=8, seed=5, pack=True), n, state)
   want, _ = batches(memory[0])
   got, _ = batches(lazy[0])
   for a, b in zip(want, got):

@@ -18,14 +18,12 @@ cannot be cut into pieces lazily: both are refused in one line that points to
 
 from __future__ import annotations
 
-import collections.abc
-import operator
 import os
 from typing import Any
 
 import numpy as np
 
-from jaxgen.data import readers, sources
+from jaxgen.data import pairs as pairs_lib, readers, sources
 from jaxgen.data.splits import document_heads, pair_holdout
 from jaxgen.errors import UserError
 
@@ -131,7 +129,9 @@ class _Records:
   def __len__(self) -> int:
     return len(self._records)
 
-  def __getitem__(self, i: int):
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
     d = int(self._records[i])
     return readers.record_at(self._cfg, self._files[int(self._file_ids[d])],
                              int(self._offsets[d]), int(self._bytes[d]), int(self._subs[d]))
@@ -161,23 +161,8 @@ class LazyDocuments(sources.Documents):
                      f"{data_cfg.source!r}, split={split!r}, read lazily", doc_split=doc_split)
 
 
-class LazyPairs(collections.abc.Sequence):
+class LazyPairs(pairs_lib._Pairs):
   """One split's (source, target) pairs, each read from its file when asked for."""
 
   def __init__(self, data_cfg: Any, where: tuple, records: np.ndarray, split: str):
-    self._pairs = _Records(data_cfg, where, records)
-    self._description = f"{data_cfg.source} {split}, read lazily"
-
-  def __len__(self) -> int:
-    return len(self._pairs)
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return [self[i] for i in range(*index.indices(len(self)))]
-    i, n = operator.index(index), len(self)
-    if not -n <= i < n:
-      raise IndexError(f"pair {i} out of range for {n} pairs")
-    return self._pairs[i % n]
-
-  def __repr__(self) -> str:
-    return f"Pairs({self._description}, pairs={len(self)})"
+    super().__init__(_Records(data_cfg, where, records), f"{data_cfg.source} {split}, read lazily")
