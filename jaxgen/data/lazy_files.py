@@ -3,8 +3,8 @@
 A text, jsonl or tsv source larger than data.max_in_memory_mb trains in
 data.mode='pack' without being read into memory. One pass at start-up indexes it:
 for each record (a document, or a (source, target) pair) where it lies (file, byte
-offset, length, its place within the line) and the hash keys its split needs, about
-40 bytes a record, computed in worker processes for large inputs. The
+offset, length, its place within the line) and the hash keys its split needs, 48
+(a document) or 56 (a pair) bytes, computed in worker processes for large inputs. The
 train/validation split is then decided by the rules the in-memory path applies
 (data/splits.py, as `jaxgen data prepare` decides it), and each record is read back
 from its file when the pipeline asks for it, in the read threads that tokenize ahead
