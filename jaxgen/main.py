@@ -406,6 +406,14 @@ def _flag_error(e: BaseException, argv: list[str]) -> str:
     reason = str(load_error.__cause__ or load_error).strip().splitlines()[-1].strip()
     return (f"--config file could not be loaded: {reason}; pass a recipe from configs/, "
             "e.g. --config=configs/shakespeare_char_cpu.py")
+  if isinstance(e, flags.UnrecognizedFlagError) and e.flagname.startswith("config."):
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    command = " ".join(words[:2]) if " ".join(words[:2]) in COMMANDS else " ".join(words[:1])
+    if command in _NO_CONFIG:
+      return (f"--{e.flagname} overrides a config key, but `jaxgen {command}` takes no "
+              "--config; drop it")
+    return (f"--{e.flagname} overrides a key of --config, which is not given; pass "
+            "--config=FILE first, e.g. --config=configs/shakespeare_char_cpu.py")
   # An unknown key is a KeyError (or an AttributeError raised while handling
   # one) whose text is "'key'\nDid you mean ...?".
   key_error = e if isinstance(e, KeyError) else e.__context__

@@ -88,6 +88,20 @@ def test_a_flag_the_command_does_not_take_is_refused_in_one_line(command, args, 
   assert not (REPO / "runs" / "none").exists()
 
 
+@pytest.mark.parametrize("args, line", [
+    (("sample", "--workdir=runs/none", "--config.train.steps=3"),
+     "--config.train.steps overrides a config key, but `jaxgen sample` takes no --config; "
+     "drop it"),
+    (("train", "--workdir=runs/none", "--config.train.steps=3"),
+     "--config.train.steps overrides a key of --config, which is not given; pass "
+     "--config=FILE first, e.g. --config=configs/shakespeare_char_cpu.py"),
+])
+def test_a_config_key_without_its_config_is_one_line(args, line):
+  out = run_jaxgen(*args)
+  assert (out.returncode, out.stdout, out.stderr) == (2, "", f"jaxgen: error: {line}\n")
+  assert not (REPO / "runs" / "none").exists()
+
+
 def test_unknown_command_help_is_one_line(capsys):
   status, out, err = answer(capsys, "smaple", "--help")
   assert status == 2 and out == ""
