@@ -165,7 +165,7 @@ def file_records(data_cfg: Any, path: str) -> Iterator[Any]:
 
 def record_at(data_cfg: Any, path: str, offset: int, nbytes: int, sub: int = 0) -> Any:
   """The record that `located_records` found at (path, offset, nbytes): the `sub`-th
-  of that line (a pair file's line breaks at \r, \v, ... too, as str.splitlines does)."""
+  of that line (a pair file's line also breaks wherever str.splitlines breaks one)."""
   if nbytes < 0:
     return _whole_document(path)
   with _opened(path) as f:
