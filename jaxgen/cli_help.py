@@ -56,9 +56,7 @@ def answer(argv: list[str], commands: dict[str, tuple[str, ...]], module) -> Non
     return
   if not words:
     _exit(usage(commands))
-  # The command is the first one or two words; a later word is a flag's value
-  # (`--workdir DIR`).
-  command = " ".join(words[:2]) if " ".join(words[:2]) in commands else words[0]
+  command = command_named(words, commands)
   if command in commands:
     _exit(command_help(command, commands, module))
   group = [c for c in commands if c.split()[0] == command]
@@ -67,6 +65,13 @@ def answer(argv: list[str], commands: dict[str, tuple[str, ...]], module) -> Non
   print(f"jaxgen: error: {command!r} is not a command; use one of {', '.join(commands)} "
         "(jaxgen --help lists them)", file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def command_named(words: list[str], commands) -> str:
+  """The command the first one or two of the non-flag `words` name (`data prepare`, or
+  `train`); a later word is a flag's value (`--workdir DIR`)."""
+  two = " ".join(words[:2])
+  return two if two in commands else " ".join(words[:1])
 
 
 def version() -> str:

@@ -407,8 +407,8 @@ def _flag_error(e: BaseException, argv: list[str]) -> str:
     return (f"--config file could not be loaded: {reason}; pass a recipe from configs/, "
             "e.g. --config=configs/shakespeare_char_cpu.py")
   if isinstance(e, flags.UnrecognizedFlagError) and e.flagname.startswith("config."):
-    words = [a for a in argv[1:] if not a.startswith("-")]
-    command = " ".join(words[:2]) if " ".join(words[:2]) in COMMANDS else " ".join(words[:1])
+    from jaxgen import cli_help  # pylint: disable=import-outside-toplevel
+    command = cli_help.command_named([a for a in argv[1:] if not a.startswith("-")], COMMANDS)
     if command in _NO_CONFIG:
       return (f"--{e.flagname} overrides a config key, but `jaxgen {command}` takes no "
               "--config; drop it")

@@ -35,9 +35,8 @@ _HINT = ("tokenize it once into a token store (`jaxgen data prepare --config=...
          "--out=DIR`, then data.source=store:DIR), which streams any input")
 
 
-def splits(data_cfg: Any, scheme: str, paths: list[str]) -> dict[str, LazyDocuments]:
+def splits(data_cfg: Any, paths: list[str]) -> dict[str, LazyDocuments]:
   """{"train", "eval"}: the source's documents, read from their files on demand."""
-  del scheme
   _refuse_compressed(data_cfg, paths)
   where, keys = _index(data_cfg, width=2)
   hashes, lengths = keys[:, 0], keys[:, 1].view(np.int64)

@@ -200,10 +200,9 @@ def _file_pairs(data_cfg: Any, scheme: str, pattern: str) -> dict[str, _Pairs]:
   from jaxgen.data import readers, sources  # pylint: disable=import-outside-toplevel
   items = []
   paths = sources._match_files(pattern, data_cfg.source, scheme)
-  if data_cfg.get("mode", "") == "pack" and sources._too_large(data_cfg, paths):
-    from jaxgen.data import lazy_files  # pack reads one pair at a time: no limit
+  if sources.reads_lazily(data_cfg, paths):
+    from jaxgen.data import lazy_files  # pylint: disable=import-outside-toplevel
     return lazy_files.pair_splits(data_cfg, paths)
-  sources.check_in_memory_size(data_cfg, paths)
   for path in paths:
     items.extend(readers.file_records(data_cfg, path))
   keys = np.array([splits.pair_keys(s, t) for s, t in items], np.uint64).reshape(-1, 3)

@@ -160,10 +160,9 @@ def _local_splits(data_cfg: Any, scheme: str, pattern: str) -> dict[str, Documen
   source = data_cfg.source
   docs = []
   paths = _match_files(pattern, source, scheme)
-  if data_cfg.get("mode", "") == "pack" and _too_large(data_cfg, paths):
-    from jaxgen.data import lazy_files  # pack reads one document at a time: no limit
-    return lazy_files.splits(data_cfg, scheme, paths)
-  check_in_memory_size(data_cfg, paths)
+  if reads_lazily(data_cfg, paths):
+    from jaxgen.data import lazy_files  # pylint: disable=import-outside-toplevel
+    return lazy_files.splits(data_cfg, paths)
   from jaxgen.data import readers  # pylint: disable=import-outside-toplevel  # imports this
   for path in paths:
     docs.extend(readers.file_records(data_cfg, path))
@@ -191,17 +190,21 @@ def _too_large(data_cfg: Any, paths: list[str]) -> bool:
   return bool(limit) and _size(paths) > limit * 2**20
 
 
-def check_in_memory_size(data_cfg: Any, paths: list[str]) -> None:
-  """Refuses local files too large to read into memory (data.max_in_memory_mb) outside
-  pack mode, which reads them lazily (data/lazy_files.py)."""
-  if _too_large(data_cfg, paths):
-    mode = data_cfg.get("mode", "windows")
-    raise UserError(
-        f"data.source {data_cfg.source!r} is {_size(paths) / 2**20:,.0f} MB, more than "
-        f"data.max_in_memory_mb={data_cfg.max_in_memory_mb} that jaxgen reads into memory"
-        f" for data.mode={mode!r} (data.mode='pack' reads it lazily)"
-        + "; tokenize it once into a token store (`jaxgen data prepare --config=... "
-        "--out=DIR`, then data.source=store:DIR), or raise data.max_in_memory_mb")
+def reads_lazily(data_cfg: Any, paths: list[str]) -> bool:
+  """Whether local files larger than data.max_in_memory_mb are read lazily: in pack mode,
+  which reads one record at a time (data/lazy_files.py). In any other mode they are
+  refused; smaller ones are read into memory (False)."""
+  if not _too_large(data_cfg, paths):
+    return False
+  mode = data_cfg.get("mode", "windows")
+  if mode == "pack":
+    return True
+  raise UserError(
+    f"data.source {data_cfg.source!r} is {_size(paths) / 2**20:,.0f} MB, more than "
+    f"data.max_in_memory_mb={data_cfg.max_in_memory_mb} that jaxgen reads into memory"
+    f" for data.mode={mode!r} (data.mode='pack' reads it lazily)"
+    + "; tokenize it once into a token store (`jaxgen data prepare --config=... "
+    "--out=DIR`, then data.source=store:DIR), or raise data.max_in_memory_mb")
 
 
 def _match_files(pattern: str, source: str, scheme: str) -> list[str]:
