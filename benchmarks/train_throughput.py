@@ -59,7 +59,8 @@ def main(argv):
   step_s = float(np.median(np.diff(done_at)))
   tokens = t.batch_size * cfg.data.seq_len
   n_params = count_params(state.params)
-  fpt = model_flops_per_token(model_cfg, state.params, cfg.data.seq_len)
+  fpt = model_flops_per_token(model_cfg, state.params, cfg.data.seq_len,
+                              cfg.data.get("source_len", 0))
   peak = metrics_lib.peak_flops(jax.devices()[0])
   result = {
       "benchmark": "train_throughput", "config": cfg.model.type, "params": n_params,

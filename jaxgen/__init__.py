@@ -5,7 +5,9 @@ The layout, from the bottom layer up (each part uses the parts above it in this 
   errors, messages   the one-line user error, and counted messages
   parallel/          the device mesh (axes from mesh.axes), shardings from logical axis
                      names, the activation constraints; imports no other part of jaxgen
-  models/            Flax NNX modules behind one interface (models/interface.py)
+  models/            Flax NNX modules behind one interface (models/interface.py); each
+                     family is one module that registers itself in models/registry.py,
+                     whose table of names the config checks read before JAX starts
   data/              records from every source (readers), splits, tokenizers, the token
                      store, packing, mixtures and the Grain pipeline
   tasks              what each data.task (lm, seq2seq) makes of the data, the batch

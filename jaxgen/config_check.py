@@ -21,6 +21,7 @@ from typing import Any
 
 from jaxgen.data import pairs, sources
 from jaxgen.errors import UserError
+from jaxgen.models import registry
 from jaxgen.parallel.mesh import data_parallel_size, dcn_problems, mesh_axes, mesh_shape
 
 _INT32_MAX = 2**31 - 1
@@ -164,7 +165,7 @@ _SAMPLE = {
     "top_k": _int(0),
 }
 _TRANSFORMER = {
-    "type": _choice("transformer", "lstm", "encoder_decoder", "lstm_attention"),
+    "type": _choice(*registry.names()),
     "num_layers": _int(1, 4096),
     "num_heads": _int(1, 4096),
     "num_kv_heads": _int(0, 4096, also=((0, "same as num_heads"),)),
@@ -222,7 +223,6 @@ RULES: dict[str, dict[str, Rule | None]] = {
 }
 MODEL_RULES = {"transformer": _TRANSFORMER, "lstm": _LSTM, "encoder_decoder": _ENCODER_DECODER,
                "lstm_attention": _LSTM_ATTENTION}
-CONDITIONAL_TYPES = ("encoder_decoder", "lstm_attention")
 
 
 def check(cfg: Any) -> None:
@@ -395,7 +395,7 @@ def _check_mixture(d: Any, m: Any) -> None:
     require(not pairs.is_paired(c),
             f"data.mixture component {component.source!r} gives (source, target) pairs; a "
             "mixture draws from document sources for a language model")
-  require(m.type not in CONDITIONAL_TYPES,
+  require(not registry.is_conditional(m.type),
           f"data.mixture mixes document sources, which model.type={m.type!r} cannot read; "
           "train it on one paired data.source")
 
@@ -407,7 +407,7 @@ def _check_pairs(d: Any, m: Any) -> None:
     return
   from jaxgen import tasks
   paired = tasks.task_of(d).conditional
-  if m.type in CONDITIONAL_TYPES:
+  if registry.is_conditional(m.type):
     require(paired, f"model.type={m.type!r} generates from a source, so it needs paired "
             f"data, but data.source={d.source!r} gives documents; use synthetic:TASK, "
             "tsv:PATH_OR_GLOB, or jsonl:PATH_OR_GLOB or tfds:NAME with data.source_key")

@@ -16,6 +16,8 @@ import tokenize
 
 import ml_collections
 
+from jaxgen.models import registry
+
 _CONFIG_SOURCE = pathlib.Path(__file__).with_name("config.py")
 
 # Keys jaxgen/config.py sets without a comment (a comment there takes precedence).
@@ -40,7 +42,7 @@ _MORE = {
     "mesh.dcn_fsdp": "how many ways of mesh.fsdp cross hosts (see mesh.dcn_data)",
     "sample.prompt": "the end-of-training sample's prompt",
     "sample.temperature": "the end-of-training sample's temperature; 0: greedy",
-    "model.type": "'transformer' | 'lstm' | 'encoder_decoder' | 'lstm_attention'",
+    "model.type": " | ".join(map(repr, registry.names())),
     "model.num_layers": "layers (an encoder-decoder's decoder layers)",
     "model.num_heads": "attention heads",
     "model.embed_dim": "width of the token embeddings (and the residual stream)",

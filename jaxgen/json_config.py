@@ -33,12 +33,11 @@ class RecipeOrJsonParser:
       raise OSError(f"{path} is not a jaxgen config (a workdir's config.json, which `jaxgen "
                     "train` writes, has data, train and model sections)")
     from jaxgen import config as defaults
+    from jaxgen.models import registry
     # Keys added to jaxgen since the run started take their defaults.
-    make_model = {"transformer": defaults.transformer_model, "lstm": defaults.lstm_model,
-                  "encoder_decoder": defaults.encoder_decoder_model,
-                  "lstm_attention": defaults.lstm_attention_model}.get(obj["model"].get("type"))
+    model = registry.model_defaults(obj["model"].get("type"))
     base = defaults.base_config().to_dict()
-    base["model"] = make_model().to_dict() if make_model else {}
+    base["model"] = model.to_dict() if model is not None else {}
     cfg = ml_collections.ConfigDict(_merged(base, _as_tuples(obj)))
     cfg.lock()
     return cfg

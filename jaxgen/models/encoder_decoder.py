@@ -19,10 +19,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import kv_cache, layers
+from jaxgen import metrics
+from jaxgen.errors import UserError
+from jaxgen.models import kv_cache, layers, registry, transformer
 from jaxgen.parallel.activations import constrain
 from jaxgen.models.attention import Attention
-from jaxgen.models.interface import HiddenStateDecoding
+from jaxgen.models.interface import HiddenStateDecoding, Model
+from jaxgen.models.params import num_values
 from jaxgen.models.transformer import REMAT_POLICIES, Block, TransformerConfig
 
 
@@ -106,7 +109,7 @@ class DecoderBlock(nnx.Module):
     return x_BTD, dict(cache, k=kv["k"], v=kv["v"])
 
 
-class EncoderDecoder(HiddenStateDecoding, nnx.Module):
+class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
   """Embeddings (shared or separate), encoder, decoder, final norms, (tied) head."""
 
   conditional = True
@@ -134,13 +137,15 @@ class EncoderDecoder(HiddenStateDecoding, nnx.Module):
 
   # The model interface (jaxgen.models.interface).
 
-  def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
-    """Teacher-forced logits [B, T, V] for `batch["inputs"]` given `batch["source"]`."""
+  def batch_outputs(self, batch: dict, *, dropout_rng: jax.Array | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced logits [B, T, V] for `batch["inputs"]` given `batch["source"]`;
+    no auxiliary losses."""
     return self(batch["source"], batch["inputs"],
                 source_segment_ids_BS=batch.get("source_segment_ids"),
                 segment_ids_BT=batch.get("segment_ids"),
                 source_positions_BS=batch.get("source_positions"),
-                positions_BT=batch.get("positions"), dropout_rng=dropout_rng)
+                positions_BT=batch.get("positions"), dropout_rng=dropout_rng), {}
 
   def __call__(self, source_BS, tokens_BT, *, source_segment_ids_BS=None, segment_ids_BT=None,
                source_positions_BS=None, positions_BT=None, dropout_rng=None) -> jax.Array:
@@ -262,6 +267,62 @@ class EncoderDecoder(HiddenStateDecoding, nnx.Module):
     return constrain(logits_BTV, ("batch", "length", "vocab"))
 
 
+# The family (jaxgen.models.registry): its config from config.model, its FLOPs.
+
+
+def config_from(m, *, vocab_size: int, seq_len: int, source_len: int, dtype,
+                param_dtype) -> EncoderDecoderConfig:
+  """The config of `m` = config.model: the decoder's keys as a 'transformer' reads
+  them, plus the encoder's depth and source length."""
+  decoder = transformer.config_from(m, vocab_size=vocab_size, seq_len=seq_len,
+                                    source_len=source_len, dtype=dtype,
+                                    param_dtype=param_dtype)
+  max_source = m.max_source_len or source_len
+  if source_len > max_source:
+    raise UserError(f"data.source_len={source_len} exceeds model.max_source_len="
+                    f"{max_source}; raise model.max_source_len or lower data.source_len")
+  return EncoderDecoderConfig(decoder=decoder,
+                              num_encoder_layers=m.num_encoder_layers or m.num_layers,
+                              max_source_len=max_source, share_embeddings=m.share_embeddings)
+
+
+def flops_per_token(cfg: EncoderDecoderConfig, params: nnx.State, seq_len: int,
+                    source_len: int) -> float:
+  """Training FLOPs per target token, T = `seq_len` of them per row and S =
+  `source_len` source tokens.
+
+  As the LM's (6N + attention, lookup tables left out), with each parameter
+  counted over the tokens it multiplies: the encoder's, and the cross-attention
+  key/value projections (of the encoder's output), over S source tokens, the
+  rest over T target tokens; self-attention over T (decoder) or S (encoder)
+  positions, cross-attention over S. The source's share is then per target token.
+  """
+  dec, t, s = cfg.decoder, seq_len, source_len
+  lookups = sum(num_values(params[k]) for k in ("pos_embed", "source_pos_embed", "source_embed")
+                if k in params)
+  if not dec.tie_embeddings:  # else the table is also the output head
+    lookups += num_values(params["embed"])
+  per_source = (num_values(params["encoder_blocks"]) + num_values(params["encoder_norm"])
+                + _cross_kv_values(params["blocks"]))
+  per_target = num_values(params) - lookups - per_source
+  source = metrics.flops_per_token(per_source, cfg.num_encoder_layers, dec.num_heads,
+                                   dec.head_size, s)
+  target = metrics.flops_per_token(per_target, dec.num_layers, dec.num_heads, dec.head_size,
+                                   t + s)
+  return target + source * s / t
+
+
+def _cross_kv_values(blocks: nnx.State) -> int:
+  """The values of the decoder's cross-attention key/value projections (and biases)."""
+  is_var = lambda x: isinstance(x, nnx.Variable)
+  n = 0
+  for path, var in jax.tree_util.tree_flatten_with_path(blocks, is_leaf=is_var)[0]:
+    names = [str(getattr(p, "key", p)) for p in path]
+    if "cross" in names and names[-1] in ("wk", "wv", "bk", "bv"):
+      n += num_values(var)
+  return n
+
+
 def _norm(cfg: TransformerConfig, rngs):
   return layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
                           cfg.param_dtype, rngs)
@@ -309,3 +370,10 @@ def _run_blocks(cfg: TransformerConfig, blocks, block_fn, x):
 
 def _split_or_none(rng, n):
   return (None,) * n if rng is None else tuple(jax.random.split(rng, n))
+
+
+registry.register(registry.Family(
+    name="encoder_decoder", config_type=EncoderDecoderConfig, build_config=config_from,
+    model_type=EncoderDecoder, flops_per_token=flops_per_token,
+    # The encoder's and the decoder's stacks differ in depth: 'layers' names neither key.
+    axis_keys={k: v for k, v in transformer.AXIS_KEYS.items() if k != "layers"}))

@@ -1,7 +1,8 @@
 """The one model interface the trainer, checkpoints and sampler use.
 
-Two families sit behind it (as T5X's `DecoderOnlyModel` and
-`EncoderDecoderModel` share one trainer):
+Two kinds of family sit behind it (as T5X's `DecoderOnlyModel` and
+`EncoderDecoderModel` share one trainer); each family registers itself in
+`jaxgen.models.registry`:
 
 - decoder-only language models (`TransformerLM`, `LSTMLM`), which read a
   batch's `inputs` (and packed `segment_ids`/`positions`);
@@ -10,9 +11,14 @@ Two families sit behind it (as T5X's `DecoderOnlyModel` and
 
 Every model provides:
 
-- `batch_logits(batch, *, dropout_rng=None) -> logits [B, T, V]`: the float32
-  logits that predict `batch["targets"]`; the step's cross-entropy (weighted
-  by `batch["weights"]`, so the loss counts target tokens only) is shared.
+- `batch_outputs(batch, *, dropout_rng=None) -> (logits [B, T, V], aux_losses)`:
+  the float32 logits that predict `batch["targets"]`, and a dict of auxiliary
+  losses (float32 scalars, each already weighted by the model; empty for
+  today's families), e.g. a router's load-balancing loss. The step's
+  cross-entropy (weighted by `batch["weights"]`, so the loss counts target
+  tokens only) is shared; the step adds the auxiliary losses to it and
+  reports each as `train_NAME` (evaluation: `val_NAME`). `batch_logits` is
+  the logits alone, for scoring and tests.
 - `init_decoding(batch_size, max_len, source=None) -> cache`: the state a
   sampler starts from. A conditional model encodes `source` = (tokens [B, S],
   segment ids [B, S], 0 at padding) here, once: its cross-attention keys and
@@ -30,14 +36,27 @@ import jax
 import jax.numpy as jnp
 
 
-class DecoderOnly:
-  """Mixin giving a decoder-only LM the interface, from its `__call__` and `init_cache`."""
+class Model:
+  """Base of every family's model class, which defines `batch_outputs` (and the
+  decoding methods); `batch_logits` follows from it."""
 
   conditional = False
 
+  def batch_outputs(self, batch: dict, *, dropout_rng: jax.Array | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError(f"{type(self).__name__} does not define batch_outputs")
+
   def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
+    return self.batch_outputs(batch, dropout_rng=dropout_rng)[0]
+
+
+class DecoderOnly(Model):
+  """Mixin giving a decoder-only LM the interface, from its `__call__` and `init_cache`."""
+
+  def batch_outputs(self, batch: dict, *, dropout_rng: jax.Array | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
     packing = {f"{k}_BT": batch[k] for k in ("segment_ids", "positions") if k in batch}
-    return self(batch["inputs"], dropout_rng=dropout_rng, **packing)
+    return self(batch["inputs"], dropout_rng=dropout_rng, **packing), {}
 
   def init_decoding(self, batch_size: int, max_len: int | None = None,
                     source: Any = None) -> Any:

@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen import metrics
+from jaxgen.models import layers, registry
 from jaxgen.parallel.activations import constrain, spec_for
 from jaxgen.models.interface import DecoderOnly
-from jaxgen.models.params import param
+from jaxgen.models.params import num_values, param
 
 # One (h_BH, c_BH) pair per layer, float32.
 Carry = tuple[tuple[jax.Array, jax.Array], ...]
@@ -252,6 +253,23 @@ class LSTMLayer(nnx.Module):
     return h_TBH, carry
 
 
+# The family (jaxgen.models.registry): its config from config.model, its FLOPs.
+
+
+def config_from(m, *, vocab_size: int, seq_len: int, source_len: int, dtype,
+                param_dtype) -> LSTMConfig:
+  del seq_len, source_len  # an LSTM reads any length, and no source
+  return LSTMConfig(vocab_size=vocab_size, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
+                    num_layers=m.num_layers, dropout=m.dropout, unroll=m.unroll, dtype=dtype,
+                    param_dtype=param_dtype)
+
+
+def flops_per_token(cfg, params: nnx.State, seq_len: int, source_len: int = 0) -> float:
+  """6N, every parameter counted (the embedding too), and no attention."""
+  del cfg, source_len
+  return metrics.flops_per_token(num_values(params), 0, 0, 0, seq_len)
+
+
 # The recurrence has a hand-written VJP, as cuDNN does: autodiff of the scan
 # would accumulate dL/dW_hh inside the backward loop, one thin
 # [H, B] @ [B, 4H] matmul and a [H, 4H] add per step. Here the backward loop
@@ -379,3 +397,8 @@ def _gate_bias_init(forget_bias: float) -> Callable[..., jax.Array]:
     return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(forget_bias)
 
   return init
+
+
+registry.register(registry.Family(
+    name="lstm", config_type=LSTMConfig, build_config=config_from, model_type=LSTMLM,
+    flops_per_token=flops_per_token, context_limit=lambda cfg: None))

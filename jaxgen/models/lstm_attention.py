@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen.models import layers, lstm, registry
+from jaxgen.models.interface import Model
 from jaxgen.parallel.activations import constrain
 from jaxgen.models.lstm import TBG, LSTMConfig, LSTMLayer, _cell, _dot_rows, _gate_scale
 from jaxgen.models.params import param
@@ -68,7 +69,7 @@ class LSTMAttentionConfig:
                       param_dtype=self.param_dtype, unroll=self.unroll)
 
 
-class LSTMAttention(nnx.Module):
+class LSTMAttention(Model, nnx.Module):
   """Embeddings, (bi)LSTM encoder, input-feeding LSTM decoder with attention, head."""
 
   conditional = True
@@ -105,8 +106,9 @@ class LSTMAttention(nnx.Module):
 
   # The model interface (jaxgen.models.interface).
 
-  def batch_logits(self, batch: dict, *, dropout_rng: jax.Array | None = None) -> jax.Array:
-    """One pair per row: source_segment_ids mark padding (0) only."""
+  def batch_outputs(self, batch: dict, *, dropout_rng: jax.Array | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One pair per row: source_segment_ids mark padding (0) only. No auxiliary losses."""
     if "positions" in batch or "source_positions" in batch:
       # Packed rows (several pairs each) would need every recurrence, the backward
       # encoder's reversal and the attention reset per pair; config_check refuses them.
@@ -116,7 +118,7 @@ class LSTMAttention(nnx.Module):
     rng_enc, rng_dec = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
     cache = self._start(source_BS, seg_BS, rng_enc)
     logits_BTV, _ = self._decode(batch["inputs"], cache, None, rng_dec)
-    return logits_BTV
+    return logits_BTV, {}
 
   @property
   def context_len(self) -> int:
@@ -245,6 +247,20 @@ class LSTMAttention(nnx.Module):
     return logits_BTV, dict(cache, carry=carry, feed=feed)
 
 
+# The family (jaxgen.models.registry): its config from config.model, its FLOPs.
+
+
+def config_from(m, *, vocab_size: int, seq_len: int, source_len: int, dtype,
+                param_dtype) -> LSTMAttentionConfig:
+  return LSTMAttentionConfig(
+      vocab_size=vocab_size, max_len=seq_len, max_source_len=source_len,
+      embed_dim=m.embed_dim, hidden_size=m.hidden_size, num_layers=m.num_layers,
+      num_encoder_layers=m.num_encoder_layers or m.num_layers,
+      bidirectional=m.bidirectional, attention=m.attention,
+      share_embeddings=m.share_embeddings, dropout=m.dropout, unroll=m.unroll,
+      dtype=dtype, param_dtype=param_dtype)
+
+
 # Logical names of activations (see jaxgen/parallel/activations.py): the batch is split, the
 # time and feature axes stay whole, as in the LM's LSTM (jaxgen/models/lstm.py).
 _BSX = ("batch", "length", None)
@@ -261,3 +277,11 @@ def _rows(table, dtype) -> jax.Array:
 
 def _whole(weight, dtype) -> jax.Array:
   return constrain(weight[...].astype(dtype), (None,) * weight[...].ndim)
+
+
+registry.register(registry.Family(
+    name="lstm_attention", config_type=LSTMAttentionConfig, build_config=config_from,
+    model_type=LSTMAttention,
+    # The LSTM LM's 6N, every parameter per target token: the encoder's share is not
+    # scaled by source/target length, and the attention's own FLOPs are left out.
+    flops_per_token=lstm.flops_per_token))

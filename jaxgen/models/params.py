@@ -34,6 +34,11 @@ def param(
   return nnx.Param(init(rngs.params(), tuple(shape), dtype), logical_axes=tuple(axes))
 
 
+def num_values(tree) -> int:
+  """The number of values in a tree of parameters (arrays or ShapeDtypeStructs)."""
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
 def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...] | None:
   """The logical axis names of a variable, or None when it has none."""
   return variable.get_metadata().get("logical_axes")

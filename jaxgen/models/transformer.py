@@ -15,10 +15,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import kv_cache, layers
+from jaxgen import metrics
+from jaxgen.errors import UserError
+from jaxgen.models import kv_cache, layers, registry
 from jaxgen.parallel.activations import constrain
-from jaxgen.models.attention import Attention, AttentionConfig
+from jaxgen.models.attention import BACKENDS, Attention, AttentionConfig
 from jaxgen.models.interface import DecoderOnly, HiddenStateDecoding
+from jaxgen.models.params import num_values
 
 REMAT_POLICIES = {
     "none": None,
@@ -248,6 +251,48 @@ class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
     return x_BTD
 
 
+# The family (jaxgen.models.registry): its config from config.model, its FLOPs.
+
+# Which config key sets each logical axis's size, for `jaxgen plan`'s warnings.
+AXIS_KEYS = {"heads": "model.num_heads", "kv_heads": "model.num_kv_heads",
+             "mlp": "model.mlp_dim", "embed": "model.embed_dim",
+             "vocab": "the padded vocabulary", "layers": "model.num_layers"}
+
+
+def config_from(m, *, vocab_size: int, seq_len: int, source_len: int, dtype,
+                param_dtype) -> TransformerConfig:
+  """The config of `m` = config.model (also an encoder-decoder's decoder)."""
+  del source_len  # a language model reads no source
+  if m.attention_backend not in BACKENDS:
+    raise UserError(f"model.attention_backend={m.attention_backend!r} is unknown; "
+                    f"use one of {', '.join(BACKENDS)}")
+  max_len = m.max_len or seq_len
+  if seq_len > max_len:
+    raise UserError(f"data.seq_len={seq_len} exceeds model.max_len={max_len}; "
+                    "raise model.max_len or lower data.seq_len")
+  return TransformerConfig(
+      vocab_size=vocab_size, max_len=max_len, num_layers=m.num_layers, num_heads=m.num_heads,
+      embed_dim=m.embed_dim, num_kv_heads=m.num_kv_heads or None,
+      head_dim=m.head_dim or None, mlp_dim=m.mlp_dim or None, position=m.position,
+      rope_base=float(m.get("rope_base", 10000.0)), norm_eps=float(m.get("norm_eps", 1e-5)),
+      norm=m.norm, mlp=m.mlp, use_bias=m.use_bias, dropout=m.dropout,
+      tie_embeddings=m.tie_embeddings, scan_layers=m.scan_layers, remat=m.remat,
+      attention_backend=m.attention_backend, dtype=dtype, param_dtype=param_dtype)
+
+
+def flops_per_token(cfg: TransformerConfig, params: nnx.State, seq_len: int,
+                    source_len: int = 0) -> float:
+  """6N + 12 L H Q T. Lookup tables do no matmul (nanoGPT leaves them out too):
+  N counts neither the position table nor the token table, unless that is also
+  the output head."""
+  del source_len
+  lookups = [params["pos_embed"]] if "pos_embed" in params else []
+  if not cfg.tie_embeddings:
+    lookups.append(params["embed"])
+  n = num_values(params) - sum(num_values(v) for v in lookups)
+  return metrics.flops_per_token(n, cfg.num_layers, cfg.num_heads, cfg.head_size, seq_len)
+
+
 def _stacked_blocks(cfg: TransformerConfig, rngs: nnx.Rngs) -> Block:
   """L blocks with their parameters stacked on a leading 'layers' axis."""
   keys = jax.random.split(rngs.params(), cfg.num_layers)
@@ -267,3 +312,8 @@ def _split_or_none(rng, n):
 def _check_choice(name, value, choices):
   if value not in choices:
     raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+registry.register(registry.Family(
+    name="transformer", config_type=TransformerConfig, build_config=config_from,
+    model_type=TransformerLM, flops_per_token=flops_per_token, axis_keys=AXIS_KEYS))

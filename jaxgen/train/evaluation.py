@@ -19,17 +19,20 @@ def full_split_batches(cfg) -> int | None:
 
 
 def evaluate(eval_step, params, data, num_batches: int | None, batch_sh,
-             progress=None) -> float:
+             progress=None) -> tuple[float, dict[str, float]]:
   """Mean validation loss over the first `num_batches` batches of `data` (all of
-  them for None), the same batches at every evaluation."""
-  total, count = loss_sums(eval_step, params, data, num_batches, batch_sh, progress=progress)
-  return float(total / count)
+  them for None), the same batches at every evaluation, and the mean of each of
+  the model's auxiliary losses (none for most models)."""
+  total, count, aux = loss_sums(eval_step, params, data, num_batches, batch_sh,
+                                progress=progress)
+  return float(total / count), {name: float(value / count) for name, value in aux.items()}
 
 
 def loss_sums(eval_step, params, data, num_batches: int | None, batch_sh, *, progress=None,
-              should_stop=None) -> tuple[float, float] | None:
-  """(summed loss, summed weight) over the first `num_batches` batches of `data`
-  (all of them for None); `progress.update()` after each batch.
+              should_stop=None) -> tuple[float, float, dict[str, float]] | None:
+  """(summed loss, summed weight, {name: summed auxiliary loss}) over the first
+  `num_batches` batches of `data` (all of them for None); `progress.update()`
+  after each batch. Each sum weighs a batch by its weight, as `eval_step` does.
 
   `should_stop()` is asked before each batch is read (every process reads as
   many, so asks as often); when it says so, the batches in flight are fetched,
@@ -60,8 +63,10 @@ def loss_sums(eval_step, params, data, num_batches: int | None, batch_sh, *, pro
     close_iterator(it)
   if stopped:
     return None
-  total, count = np.sum(sums, axis=0)  # numpy scalars: divided as they always were
-  return total, count
+  # numpy scalars: divided as they always were
+  total, count = np.sum([result[:2] for result in sums], axis=0)
+  names = sums[0][2] if sums and len(sums[0]) > 2 else {}
+  return total, count, {name: np.sum([result[2][name] for result in sums]) for name in names}
 
 
 def close_iterator(iterator) -> None:

@@ -128,7 +128,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           f"{dict(s.mesh.shape)}; workdir {s.workdir}", flush=True)
   writer = metrics_lib.MetricsWriter(
       s.workdir, total_steps=t.steps, tokens_per_step=t.batch_size * cfg.data.seq_len,
-      flops_per_token=model_flops_per_token(s.model_cfg, state.params, cfg.data.seq_len),
+      flops_per_token=model_flops_per_token(s.model_cfg, state.params, cfg.data.seq_len,
+                                            s.source_len),
       peak_flops=metrics_lib.peak_flops(jax.devices()[0]), log_every=t.log_every,
       is_primary=primary, start_step=int(state.step))
 
@@ -259,15 +260,20 @@ def _end_of_run(cfg, s: Setup, writer, stop, eval_step, graphdef, params, batch_
 def _validate(s: Setup, cfg, writer, step: int, eval_step, params, batch_sh
               ) -> tuple[float, dict]:
   """The sampled validation loss and, for a mixture, each component's (val_loss_NAME);
-  a mixture's val_loss is their weighted mean."""
+  a mixture's val_loss is their weighted mean. The model's auxiliary losses, if it
+  has any, come as val_NAME, mixed likewise."""
   n = cfg.eval.steps
   parts = s.eval_parts or [(None, s.eval_data, None)]
   with writer.progress(f"eval step {step}", n * len(parts)) as progress:
-    losses = [(c, evaluate(eval_step, params, ds, n, batch_sh, progress=progress))
-              for c, ds, _ in parts]
+    results = [(c, *evaluate(eval_step, params, ds, n, batch_sh, progress=progress))
+               for c, ds, _ in parts]
   if not s.eval_parts:
-    return losses[0][1], {}
-  return mixture.mixed_loss(losses), {f"val_loss_{c.name}": loss for c, loss in losses}
+    loss, aux = results[0][1:]
+    return loss, {f"val_{name}": value for name, value in aux.items()}
+  mixed = {f"val_{name}": mixture.mixed_loss([(c, aux[name]) for c, _, aux in results])
+           for name in results[0][2]}
+  return (mixture.mixed_loss([(c, loss) for c, loss, _ in results]),
+          {**{f"val_loss_{c.name}": loss for c, loss, _ in results}, **mixed})
 
 
 def _drawn_tokens(train_iter) -> dict[str, int] | None:

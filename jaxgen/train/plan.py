@@ -28,8 +28,8 @@ import numpy as np
 from flax import nnx
 
 from jaxgen import chips, config_check
+from jaxgen.models import registry
 from jaxgen.models.factory import model_config
-from jaxgen.models.transformer import TransformerConfig
 from jaxgen.parallel import mesh as mesh_lib, specs
 from jaxgen.train.optimizer import make_optimizer
 from jaxgen.train.state import abstract_train_state, count_params, model_flops_per_token
@@ -39,10 +39,6 @@ DEFAULT_MFU = 0.4
 # JAX on GPU preallocates this share of memory and allocates from it alone
 # (XLA_PYTHON_CLIENT_MEM_FRACTION, JAX's "GPU memory allocation" page).
 _JAX_GPU_MEM_FRACTION = 0.75
-# Which config key sets each logical axis's size, for the warnings.
-_AXIS_KEYS = {"heads": "model.num_heads", "kv_heads": "model.num_kv_heads",
-              "mlp": "model.mlp_dim", "embed": "model.embed_dim",
-              "vocab": "the padded vocabulary", "layers": "model.num_layers"}
 
 
 def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
@@ -64,8 +60,8 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
     return report
   t, seq_len = cfg.train, cfg.data.seq_len
   rules = tuple(tuple(r) for r in cfg.mesh.logical_axis_rules)
-  model_cfg = model_config(cfg.model, tokenizer_vocab_size(cfg, vocab_size), seq_len,
-                           cfg.data.get("source_len", 0))
+  source_len = cfg.data.get("source_len", 0)
+  model_cfg = model_config(cfg.model, tokenizer_vocab_size(cfg, vocab_size), seq_len, source_len)
   optimizer, schedule = make_optimizer(t)
   graphdef, abstract = abstract_train_state(model_cfg, optimizer, t.seed)
   # Stand-in devices are one process: the across-host layout changes which
@@ -77,7 +73,7 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
   state_sh = specs.state_shardings(abstract, mesh, rules)
   dp = mesh_lib.data_parallel_size(dict(mesh.shape), rules)
   tokens_per_step = t.batch_size * seq_len
-  flops_per_token = model_flops_per_token(model_cfg, abstract.params, seq_len)
+  flops_per_token = model_flops_per_token(model_cfg, abstract.params, seq_len, source_len)
   groups = parameter_groups(abstract.params, state_sh.params)
   params_bytes = sum(g["bytes_per_device"] for g in groups)
   report.update(
@@ -92,7 +88,7 @@ def plan(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device], *,
       chip=dataclasses.asdict(chip) if chip else None, fits=None, mfu=mfu,
       step_time_s=None, tokens_per_s=None)
   report["warnings"] += _replication_warnings(abstract.params, dict(mesh.shape), rules,
-                                              isinstance(model_cfg, TransformerConfig))
+                                              registry.of_config(model_cfg).axis_keys)
   if chip is not None:
     step_time = report["flops_per_step"] / (mfu * chip.peak_flops * len(devices))
     report.update(step_time_s=step_time, tokens_per_s=tokens_per_step / step_time)
@@ -167,8 +163,9 @@ def _axes_str(entry) -> str | None:
 
 
 def _replication_warnings(params: nnx.State, mesh_shape: dict[str, int], rules,
-                          transformer: bool) -> list[str]:
-  """A line per logical axis that a rule would shard but whose size does not divide."""
+                          axis_keys: dict[str, str]) -> list[str]:
+  """A line per logical axis that a rule would shard but whose size does not divide;
+  `axis_keys` names the config key that sets an axis's size."""
   found: dict[tuple, list[str]] = {}
   is_var = lambda x: isinstance(x, nnx.Variable)
   for path, var in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_var)[0]:
@@ -182,7 +179,7 @@ def _replication_warnings(params: nnx.State, mesh_shape: dict[str, int], rules,
         names.append(name)
   lines = []
   for (axis, size, mesh_axes), names in found.items():
-    key = f" = {_AXIS_KEYS[axis]}" if transformer and axis in _AXIS_KEYS else ""
+    key = f" = {axis_keys[axis]}" if axis in axis_keys else ""
     over = " x ".join(f"mesh.{a}={mesh_shape[a]}" for a in mesh_axes)
     lines.append(f"the '{axis}' axis (size {size}{key}) does not divide over {over}: "
                  f"{', '.join(names)} stay replicated there instead of split, each device "

@@ -11,9 +11,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxgen import metrics
+from jaxgen.models import registry
 from jaxgen.models.factory import ModelConfig, create_model
-from jaxgen.models.transformer import TransformerConfig
+from jaxgen.models.params import num_values
 from jaxgen.parallel import specs
 
 
@@ -59,20 +59,12 @@ def _init_fn(model_cfg, optimizer, seed):
 
 
 def count_params(params: nnx.State) -> int:
-  return sum(x.size for x in jax.tree.leaves(params))
+  return num_values(params)
 
 
-def model_flops_per_token(model_cfg: ModelConfig, params: nnx.State, seq_len: int) -> float:
-  """Training FLOPs per token (6N + attention), the numerator of MFU."""
-  n_params = count_params(params)
-  if isinstance(model_cfg, TransformerConfig):
-    # Lookup tables do no matmul (nanoGPT leaves them out too): the position
-    # table, and the token table unless it is also the output head.
-    lookups = [params["pos_embed"]] if "pos_embed" in params else []
-    if not model_cfg.tie_embeddings:
-      lookups.append(params["embed"]["table"])
-    # get_value().size: params may be abstract (ShapeDtypeStructs) when planning.
-    n = n_params - sum(v.get_value().size for v in lookups)
-    return metrics.flops_per_token(n, model_cfg.num_layers, model_cfg.num_heads,
-                                   model_cfg.head_size, seq_len)
-  return metrics.flops_per_token(n_params, 0, 0, 0, seq_len)
+def model_flops_per_token(model_cfg: ModelConfig, params: nnx.State, seq_len: int,
+                          source_len: int = 0) -> float:
+  """Training FLOPs per (target) token (6N + attention), the numerator of MFU, as the
+  model's family counts them; `source_len` is a conditional model's (0: `seq_len`)."""
+  return registry.of_config(model_cfg).flops_per_token(model_cfg, params, seq_len,
+                                                       source_len or seq_len)

@@ -25,9 +25,15 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
   """
 
   def loss_fn(params, batch, rng, denom):
-    logits_BTV = nnx.merge(graphdef, params).batch_logits(batch, dropout_rng=rng)
-    return cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom,
-                         label_smoothing)
+    logits_BTV, aux = nnx.merge(graphdef, params).batch_outputs(batch, dropout_rng=rng)
+    loss, ce = cross_entropy(logits_BTV, batch["targets"], z_loss, batch.get("weights"), denom,
+                             label_smoothing)
+    # Each micro-batch's auxiliary losses are its own means: a 1/n share of each
+    # makes the summed gradients (and the summed metrics) the whole batch's mean.
+    aux = {name: value / grad_accum_steps for name, value in aux.items()}
+    if aux:  # a loss without auxiliary terms stays exactly the cross-entropy's
+      loss = loss + sum(aux.values())
+    return loss, (ce, aux)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -43,13 +49,15 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     # target that counts, however the micro-batches split the padding.
     denom = _weight_sum(batch)
     if grad_accum_steps == 1:
-      (_, ce), grads = grad_fn(state.params, batch, rng, denom)
+      (_, (ce, aux)), grads = grad_fn(state.params, batch, rng, denom)
     else:
-      ce, grads = _accumulate(grad_fn, state.params, batch, rng, denom, grad_accum_steps)
+      (ce, aux), grads = _accumulate(grad_fn, state.params, batch, rng, denom,
+                                     grad_accum_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": ce, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step)}
+               "learning_rate": schedule(state.step),
+               **{f"train_{name}": value for name, value in aux.items()}}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -72,7 +80,8 @@ def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformati
 
 
 def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
-  """`eval_step(params, batch) -> (summed cross-entropy, targets counted)`.
+  """`eval_step(params, batch) -> (summed cross-entropy, targets counted)`, and for a
+  model with auxiliary losses a third item: {name: its loss times targets counted}.
 
   Sums rather than means, so that batches with more padding weigh less.
   Activations are sharded over `mesh` by `rules`, as in the train step.
@@ -80,9 +89,12 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh=None, rules=()) -> Callable:
 
   def eval_step(params, batch):
     with activations.use(mesh, rules):
-      logits_BTV = nnx.merge(graphdef, params).batch_logits(batch)
+      logits_BTV, aux = nnx.merge(graphdef, params).batch_outputs(batch)
     denom = _weight_sum(batch)
-    return cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1] * denom, denom
+    ce = cross_entropy(logits_BTV, batch["targets"], 0.0, batch.get("weights"), denom)[1]
+    if not aux:
+      return ce * denom, denom
+    return ce * denom, denom, {name: value * denom for name, value in aux.items()}
 
   return eval_step
 
@@ -137,10 +149,12 @@ def _accumulate(grad_fn, params, batch, rng, denom, n):
   def body(carry, xs):
     ce_sum, grad_sum = carry
     mb, i = xs
-    (_, ce), g = grad_fn(params, mb, jax.random.fold_in(rng, i), denom)
-    return (ce_sum + ce, jax.tree.map(jnp.add, grad_sum, g)), None
+    (_, (ce, aux)), g = grad_fn(params, mb, jax.random.fold_in(rng, i), denom)
+    return (ce_sum + ce, jax.tree.map(jnp.add, grad_sum, g)), aux
 
   zeros = jax.tree.map(jnp.zeros_like, params)
-  (ce_sum, grad_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
-                                       (micro, jnp.arange(n)))
-  return ce_sum, grad_sum
+  # The auxiliary losses leave the scan one per micro-batch: their names are known
+  # only once the model has been traced, too late to shape a carry.
+  (ce_sum, grad_sum), aux_N = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
+                                           (micro, jnp.arange(n)))
+  return (ce_sum, jax.tree.map(lambda a_N: a_N.sum(axis=0), aux_N)), grad_sum
