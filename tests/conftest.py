@@ -9,6 +9,9 @@ through the command line); with a cache shared by the session, and by the
 subprocesses it starts through the environment, each distinct program is
 compiled once. A command given its own `train.compilation_cache_dir` still
 uses that one, as the compilation-cache test does.
+
+The suite runs under pytest-xdist (pyproject.toml's addopts): one worker per core,
+each given whole files, all sharing that one cache.
 """
 
 import os
@@ -24,7 +27,12 @@ from tests.helpers import FAST_COMPILE_FLAGS
 if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 
-_CACHE = tempfile.mkdtemp(prefix="jaxgen-tests-xla-cache-")
+# Under pytest-xdist every worker imports this module: the first process (the controller,
+# or a plain run) makes the cache and hands it to the workers through the environment.
+_OWNER = "JAXGEN_TEST_XLA_CACHE" not in os.environ
+if _OWNER:
+  os.environ["JAXGEN_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxgen-tests-xla-cache-")
+_CACHE = os.environ["JAXGEN_TEST_XLA_CACHE"]
 
 
 def pytest_configure(config):
@@ -37,7 +45,15 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
   del config
-  shutil.rmtree(_CACHE, ignore_errors=True)
+  if _OWNER:
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per core, at most 8. Each worker holds JAX with 8 host devices
+  and starts whole jobs of one or two processes, so more than that crowds memory."""
+  del config
+  return max(1, min(os.cpu_count() or 1, 8))
 
 
 @pytest.fixture
