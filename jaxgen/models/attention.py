@@ -1,4 +1,5 @@
-"""Multi-head attention: causal, RoPE, grouped-query, KV cache, xla|cudnn backend.
+"""Multi-head attention layers: projections, RoPE, the KV cache and cross-attention
+around one softmax core (attention_core.py, which picks the xla|cudnn backend).
 
 Shapes: B batch, T query length, S key length (cache size), D model width,
 N query heads, K key/value heads (N % K == 0), H head size.
@@ -13,10 +14,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import kv_cache
+from jaxgen.models.attention_core import (BACKENDS, dot_product_attention, resolve_backend,
+                                          segment_mask)
 from jaxgen.parallel.activations import constrain, spec_for
 from jaxgen.models.params import param
 
-BACKENDS = ("auto", "xla", "cudnn")
+__all__ = ["BACKENDS", "Attention", "AttentionConfig", "apply_rope", "resolve_backend"]
 # Logical names of the query and key/value activations (see jaxgen/parallel/activations.py).
 BTNH = ("batch", "length", "heads", "head_dim")
 BTKH = ("batch", "length", "kv_heads", "head_dim")
@@ -64,21 +67,22 @@ class Attention(nnx.Module):
     self.wo = param(rngs, nnx.initializers.normal(cfg.out_init_std), (n, h, d),
                     ("heads", "head_dim", "embed"), pd)
     if cfg.use_bias:
-      zeros = nnx.initializers.zeros
-      self.bq = param(rngs, zeros, (n, h), ("heads", "head_dim"), pd)
-      self.bk = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), pd)
-      self.bv = param(rngs, zeros, (k, h), ("kv_heads", "head_dim"), pd)
-      self.bo = param(rngs, zeros, (d,), ("embed",), pd)
+      # Biases are [heads, head_dim] but added, not multiplied: never decayed.
+      bias = lambda shape, axes: param(rngs, nnx.initializers.zeros, shape, axes, pd,
+                                       decay=False)
+      self.bq = bias((n, h), ("heads", "head_dim"))
+      self.bk = bias((k, h), ("kv_heads", "head_dim"))
+      self.bv = bias((k, h), ("kv_heads", "head_dim"))
+      self.bo = bias((d,), ("embed",))
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array,
                segment_ids_BT: jax.Array | None = None) -> jax.Array:
     """Causal attention over the whole sequence (training and scoring)."""
     q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD, positions_BT)
-    mask = None
-    if segment_ids_BT is not None:
-      mask = (segment_ids_BT[:, None, :, None] == segment_ids_BT[:, None, None, :])
-    out_BTNH = _attend(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=self.cfg.causal,
-                       backend=self.cfg.backend)
+    mask_B1TS = None if segment_ids_BT is None else segment_mask(segment_ids_BT, segment_ids_BT)
+    k_BKTH, v_BKTH = (x.transpose(0, 2, 1, 3) for x in (k_BTKH, v_BTKH))
+    out_BTNH = dot_product_attention(q_BTNH, k_BKTH, v_BKTH, mask_B1TS=mask_B1TS,
+                                     is_causal=self.cfg.causal, backend=self.cfg.backend)
     return self._project_out(out_BTNH)
 
   # Cross-attention: queries from x, keys/values from another sequence (an
@@ -104,22 +108,12 @@ class Attention(nnx.Module):
     attend) broadcasts to [B, 1, T, S]. Softmax in float32."""
     dt = self.cfg.dtype
     b, t, d = x_BTD.shape
-    n, k, h = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
-    g = n // k
+    n, h = self.cfg.num_heads, self.cfg.head_dim
     q_MZ = x_BTD.reshape(b * t, d).astype(dt) @ self.wq[...].reshape(d, -1).astype(dt)
     if self.cfg.use_bias:
       q_MZ += self.bq[...].reshape(-1).astype(dt)
-    # A key/value head's G query heads at T positions as one row block.
-    q_BKQH = q_MZ.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
-    logits_BKQS = jnp.einsum("BKQH,BKSH->BKQS", q_BKQH, k_BKSH.astype(dt),
-                             preferred_element_type=jnp.float32) * (h ** -0.5)
-    s = k_BKSH.shape[2]
-    allowed_B1GTS = jnp.broadcast_to(mask_B1TS[:, :, None], (mask_B1TS.shape[0], 1, g, t, s))
-    logits_BKGTS = jnp.where(allowed_B1GTS, logits_BKQS.reshape(b, k, g, t, s),
-                             jnp.finfo(jnp.float32).min)
-    probs_BKQS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt).reshape(b, k, g * t, s)
-    out_BKQH = jnp.einsum("BKQS,BKSH->BKQH", probs_BKQS, v_BKSH.astype(dt))
-    out_BTNH = out_BKQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+    out_BTNH = dot_product_attention(q_MZ.reshape(b, t, n, h), k_BKSH, v_BKSH,
+                                     mask_B1TS=mask_B1TS, backend=self.cfg.backend)
     return self._project_out(out_BTNH)
 
   def decode(self, x_BTD: jax.Array, cache: dict, index: jax.Array,
@@ -138,7 +132,14 @@ class Attention(nnx.Module):
     q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD, positions_BT)
     cache = {name: kv_cache.write(cache[name], new_BTKH, index, positions_BT, lengths_B, layer)
              for name, new_BTKH in (("k", k_BTKH), ("v", v_BTKH))}
-    out_BTNH = kv_cache.attend(q_BTNH, cache["k"], cache["v"], positions_BT, layer)
+    k_ZSH, v_ZSH = (c if layer is None else c[layer] for c in (cache["k"], cache["v"]))
+    s = k_ZSH.shape[1]
+    k_BKSH, v_BKSH = (c.reshape(b, -1, s, c.shape[-1]) for c in (k_ZSH, v_ZSH))
+    # A query at position p sees slots 0..p; later slots are empty, the row's padding,
+    # or in its future. XLA as before: the cache path was never measured with cuDNN.
+    mask_B1TS = (jnp.arange(s) <= positions_BT[:, :, None])[:, None]
+    out_BTNH = dot_product_attention(q_BTNH, k_BKSH, v_BKSH, mask_B1TS=mask_B1TS,
+                                     backend="xla")
     return self._project_out(out_BTNH), cache
 
   def _project_qkv(self, x_BTD, positions_BT):
@@ -200,51 +201,3 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: float) -> jax.A
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   rotated = jnp.concatenate([x1 * cos_BT1F - x2 * sin_BT1F, x2 * cos_BT1F + x1 * sin_BT1F], -1)
   return rotated.astype(x_BTNH.dtype)
-
-
-def resolve_backend(backend: str, dtype: jnp.dtype, head_dim: int) -> str:
-  """Maps 'auto' to 'cudnn' where cuDNN's fused attention applies, else 'xla'."""
-  if backend != "auto":
-    return backend
-  on_gpu = jax.default_backend() == "gpu"
-  # cuDNN's flash attention takes half precision and head sizes up to 128 in steps of 8.
-  fits = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
-  return "cudnn" if on_gpu and fits else "xla"
-
-
-def _attend(q_BTNH, k_BSKH, v_BSKH, *, mask, is_causal, backend):
-  """Softmax attention; `mask` broadcasts to [B, N, T, S] (True = may attend)."""
-  implementation = resolve_backend(backend, q_BTNH.dtype, q_BTNH.shape[-1])
-  if implementation == "cudnn" and mask is None:
-    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=is_causal,
-                                        implementation="cudnn")
-  return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal)
-
-
-def xla_attention(q_BTNH, k_BSKH, v_BSKH, *, mask=None, is_causal=False):
-  """Plain attention with heads-major layouts and a float32 softmax.
-
-  Written out rather than via `jax.nn.dot_product_attention(implementation=
-  'xla')`: grouping query heads by their key/value head avoids repeating
-  K and V, and the heads-major einsums need no transposed copies in the
-  backward pass (measured 1.8x faster gradient on CPU).
-  """
-  b, t, n, h = q_BTNH.shape
-  s, k = k_BSKH.shape[1], k_BSKH.shape[2]
-  g = n // k
-  q_BKGTH = q_BTNH.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4)
-  k_BKSH = k_BSKH.transpose(0, 2, 1, 3)
-  v_BKSH = v_BSKH.transpose(0, 2, 1, 3)
-  logits_BKGTS = jnp.einsum("BKGTH,BKSH->BKGTS", q_BKGTH, k_BKSH,
-                            preferred_element_type=jnp.float32) * (h ** -0.5)
-  allowed = jnp.ones((1, 1, 1, t, s), bool)
-  if is_causal:
-    # Query i sits at key position s - t + i (the last t of s positions).
-    allowed = jnp.tril(jnp.ones((t, s), bool), k=s - t)[None, None, None]
-  if mask is not None:
-    mask_BNTS = jnp.broadcast_to(mask, (mask.shape[0], n, t, s))
-    allowed = allowed & mask_BNTS.reshape(mask.shape[0], k, g, t, s)
-  logits_BKGTS = jnp.where(allowed, logits_BKGTS, jnp.finfo(jnp.float32).min)
-  probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BKSH.dtype)
-  out_BKGTH = jnp.einsum("BKGTS,BKSH->BKGTH", probs_BKGTS, v_BKSH)
-  return out_BKGTH.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)

@@ -5,7 +5,8 @@ masked by source segment ids (0 = padding, so no token attends into padding
 or, when packed, into another example). The decoder is the LM's causal
 block with a cross-attention sub-layer between self-attention and MLP. The
 layers, norms, MLPs, positions, dtypes, scan/remat options and logical axis
-names are the decoder-only Transformer's, so both shard by the same rules.
+names are the decoder-only Transformer's, so both shard by the same rules; the
+stacks, embedding, head and cached decoding are stack.py's, shared with it.
 
 Shapes: B batch, S source length, T target length, D width, V vocabulary,
 K key/value heads, H head size, L layers.
@@ -21,12 +22,12 @@ from flax import nnx
 
 from jaxgen import metrics
 from jaxgen.errors import UserError
-from jaxgen.models import kv_cache, layers, registry, transformer
-from jaxgen.parallel.activations import constrain
+from jaxgen.models import feed_forward, layers, registry, stack, transformer
 from jaxgen.models.attention import Attention
+from jaxgen.models.attention_core import segment_mask
 from jaxgen.models.interface import HiddenStateDecoding, Model
 from jaxgen.models.params import num_values
-from jaxgen.models.transformer import REMAT_POLICIES, Block, TransformerConfig
+from jaxgen.models.transformer import Block, TransformerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,29 +70,24 @@ class DecoderBlock(nnx.Module):
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.attn_norm = _norm(cfg, rngs)
+    self.attn_norm = stack.make_norm(cfg, rngs)
     self.attn = Attention(cfg.attention_config(), rngs=rngs)
-    self.cross_norm = _norm(cfg, rngs)
+    self.cross_norm = stack.make_norm(cfg, rngs)
     self.cross = Attention(dataclasses.replace(cfg.attention_config(), use_rope=False,
                                                causal=False), rngs=rngs)
-    self.mlp_norm = _norm(cfg, rngs)
-    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
-                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
+    self.mlp_norm = stack.make_norm(cfg, rngs)
+    self.mlp = feed_forward.make(cfg, rngs=rngs)
 
   def __call__(self, x_BTD, positions_BT, segment_ids_BT, memory, dropout_rng):
     """`memory` = (encoder output [B, S, D], cross mask [B, 1, T, S])."""
     memory_BSD, mask_B1TS = memory
-    rngs = _split_or_none(dropout_rng, 3)
+    rngs = stack.split_or_none(dropout_rng, 3)
     h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
-    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[0]).astype(x_BTD.dtype)
-    x_BTD = constrain(x_BTD, layers.BTD)
+    x_BTD = stack.residual(x_BTD, h_BTD, self.cfg.dropout, rngs[0])
     k_BKSH, v_BKSH = self.cross.cross_kv(memory_BSD)
     h_BTD = self.cross.cross(self.cross_norm(x_BTD), k_BKSH, v_BKSH, mask_B1TS)
-    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[1]).astype(x_BTD.dtype)
-    x_BTD = constrain(x_BTD, layers.BTD)
-    h_BTD = self.mlp(self.mlp_norm(x_BTD))
-    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rngs[2]).astype(x_BTD.dtype)
-    return constrain(x_BTD, layers.BTD)
+    x_BTD = stack.residual(x_BTD, h_BTD, self.cfg.dropout, rngs[1])
+    return stack.residual(x_BTD, self.mlp(self.mlp_norm(x_BTD)), self.cfg.dropout, rngs[2])
 
   def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
     """One decoding call: self-attention through the key/value cache, cross-attention
@@ -122,18 +118,14 @@ class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
       self.source_embed = layers.Embed(dec.vocab_size, dec.embed_dim, dec.param_dtype,
                                        rngs=rngs)
     if dec.position == "learned":
-      table = lambda n: layers.param(rngs, nnx.initializers.normal(0.02), (n, dec.embed_dim),
-                                     (None, "embed"), dec.param_dtype)
-      self.source_pos_embed = table(cfg.max_source_len)
-      self.pos_embed = table(dec.max_len)
-    self.encoder_blocks = _blocks(EncoderBlock, enc, rngs)
-    self.encoder_norm = _norm(enc, rngs)
-    self.blocks = _blocks(DecoderBlock, dec, rngs)
-    self.final_norm = _norm(dec, rngs)
+      self.source_pos_embed = stack.position_table(dec, cfg.max_source_len, rngs)
+      self.pos_embed = stack.position_table(dec, dec.max_len, rngs)
+    self.encoder_blocks = stack.make_blocks(EncoderBlock, enc, rngs)
+    self.encoder_norm = stack.make_norm(enc, rngs)
+    self.blocks = stack.make_blocks(DecoderBlock, dec, rngs)
+    self.final_norm = stack.make_norm(dec, rngs)
     if not dec.tie_embeddings:
-      self.head = layers.param(rngs, nnx.initializers.normal(0.02),
-                               (dec.embed_dim, dec.vocab_size), ("embed", "vocab"),
-                               dec.param_dtype)
+      self.head = stack.output_head(dec, rngs)
 
   # The model interface (jaxgen.models.interface).
 
@@ -153,10 +145,10 @@ class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
       source_segment_ids_BS = jnp.ones_like(source_BS)
     if segment_ids_BT is None:
       segment_ids_BT = jnp.ones_like(tokens_BT)
-    rng_enc, rng_dec, rng_embed = _split_or_none(dropout_rng, 3)
+    rng_enc, rng_dec, rng_embed = stack.split_or_none(dropout_rng, 3)
     memory_BSD = self.encode(source_BS, source_segment_ids_BS, source_positions_BS, rng_enc)
     # A target token sees the source tokens of its own example (segment) only.
-    mask_B1TS = (segment_ids_BT[:, None, :, None] == source_segment_ids_BS[:, None, None, :])
+    mask_B1TS = segment_mask(segment_ids_BT, source_segment_ids_BS)
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
     x_BTD = self._embed(self.embed, tokens_BT, positions_BT, "pos_embed")
@@ -166,7 +158,7 @@ class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
       rng = None if rng_dec is None else jax.random.fold_in(rng_dec, layer)
       return block(x_BTD, positions_BT, segment_ids_BT, (memory_BSD, mask_B1TS), rng)
 
-    return self._logits(_run_blocks(self.cfg.decoder, self.blocks, block_fn, x_BTD))
+    return self._logits(stack.run_blocks(self.cfg.decoder, self.blocks, block_fn, x_BTD))
 
   def encode(self, source_BS, source_segment_ids_BS, source_positions_BS=None,
              dropout_rng=None) -> jax.Array:
@@ -175,15 +167,15 @@ class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
       source_positions_BS = jnp.broadcast_to(jnp.arange(source_BS.shape[1]), source_BS.shape)
     table = self.embed if self.cfg.share_embeddings else self.source_embed
     x_BSD = self._embed(table, source_BS, source_positions_BS, "source_pos_embed")
-    rng_embed, rng_blocks = _split_or_none(dropout_rng, 2)
+    rng_embed, rng_blocks = stack.split_or_none(dropout_rng, 2)
     x_BSD = layers.dropout(x_BSD, self.cfg.decoder.dropout, rng_embed)
 
     def block_fn(block, x_BSD, layer):
       rng = None if rng_blocks is None else jax.random.fold_in(rng_blocks, layer)
       return block(x_BSD, source_positions_BS, source_segment_ids_BS, rng)
 
-    return self.encoder_norm(_run_blocks(self.cfg.encoder, self.encoder_blocks, block_fn,
-                                         x_BSD))
+    return self.encoder_norm(stack.run_blocks(self.cfg.encoder, self.encoder_blocks, block_fn,
+                                              x_BSD))
 
   @property
   def context_len(self) -> int:
@@ -200,71 +192,32 @@ class EncoderDecoder(Model, HiddenStateDecoding, nnx.Module):
     source_BS, source_segment_ids_BS = source
     dec = self.cfg.decoder
     memory_BSD = self.encode(source_BS, source_segment_ids_BS)
-    args = (batch_size, dec.kv_heads, max_len or dec.max_len, dec.head_size, dec.dtype)
+    empty = lambda: stack.empty_kv(dec, batch_size, max_len)
     if not self.cfg.cache_cross_kv:
-      ck = cv = None
-      empty = lambda: (kv_cache.empty(*args, num_layers=dec.num_layers) if dec.scan_layers
-                       else tuple(kv_cache.empty(*args) for _ in range(dec.num_layers)))
+      cross = {"memory": memory_BSD}
     elif dec.scan_layers:
       graphdef, state = nnx.split(self.blocks)
       ck, cv = jax.vmap(lambda s: nnx.merge(graphdef, s).cross.cross_kv(memory_BSD))(state)
-      empty = lambda: kv_cache.empty(*args, num_layers=dec.num_layers)
+      cross = {"ck": ck, "cv": cv}
     else:
       ck, cv = (tuple(x) for x in zip(*(b.cross.cross_kv(memory_BSD) for b in self.blocks)))
-      empty = lambda: tuple(kv_cache.empty(*args) for _ in range(dec.num_layers))
+      cross = {"ck": ck, "cv": cv}
     mask_B11S = (source_segment_ids_BS != 0)[:, None, None, :]  # [B, 1, T=1, S]
-    cross = {"ck": ck, "cv": cv} if self.cfg.cache_cross_kv else {"memory": memory_BSD}
     return {"k": empty(), "v": empty(), **cross, "mask": mask_B11S,
             "index": jnp.zeros((), jnp.int32)}
 
   def _decode_hidden(self, tokens_BT, cache, lengths_B):
-    index = cache["index"]
-    b, t = tokens_BT.shape
-    positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
-    x_BTD = self._embed(self.embed, tokens_BT, positions_BT, "pos_embed")
-    layer_cache = {n: cache[n] for n in ("k", "v", "ck", "cv", "mask", "memory") if n in cache}
-    if self.cfg.decoder.scan_layers:
-      graphdef, state = nnx.split(self.blocks)
-
-      def body(carry, xs):
-        x_BTD, c = carry
-        layer_state, layer = xs
-        return nnx.merge(graphdef, layer_state).decode(x_BTD, c, index, lengths_B, layer), None
-
-      (x_BTD, layer_cache), _ = jax.lax.scan(
-          body, (x_BTD, layer_cache), (state, jnp.arange(self.cfg.decoder.num_layers)))
-      k, v = layer_cache["k"], layer_cache["v"]
-    else:
-      ks, vs = [], []
-      for i, block in enumerate(self.blocks):
-        one = dict(layer_cache, k=cache["k"][i], v=cache["v"][i])
-        if "ck" in cache:
-          one.update(ck=cache["ck"][i], cv=cache["cv"][i])
-        x_BTD, one = block.decode(x_BTD, one, index, lengths_B)
-        ks.append(one["k"])
-        vs.append(one["v"])
-      k, v = tuple(ks), tuple(vs)
-    advance = t if lengths_B is None else lengths_B
-    return x_BTD, dict(cache, k=k, v=v, index=index + advance)
+    embed_fn = lambda t, p: self._embed(self.embed, t, p, "pos_embed")
+    return stack.decode_hidden(self.cfg.decoder, self.blocks, embed_fn, tokens_BT, cache,
+                               lengths_B)
 
   def _embed(self, table, tokens_BT, positions_BT, pos_name):
-    dt = self.cfg.decoder.dtype
-    x_BTD = table(tokens_BT).astype(dt)
-    if self.cfg.decoder.position == "learned":
-      # Whole rows for the lookup, as the LM's (transformer.py) and layers.Embed do.
-      table_PD = constrain(getattr(self, pos_name)[...], (None, None))
-      x_BTD += jnp.take(table_PD, positions_BT, axis=0, mode="clip").astype(dt)
-    return constrain(x_BTD, layers.BTD)
+    pos_table = getattr(self, pos_name, None)
+    return stack.embed(self.cfg.decoder, table, pos_table, tokens_BT, positions_BT)
 
   def _logits(self, x_BTD):
-    x_BTD = self.final_norm(x_BTD)
-    if self.cfg.decoder.tie_embeddings:
-      logits_BTV = self.embed.attend(x_BTD)
-    else:
-      dt = self.cfg.decoder.dtype
-      logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD.astype(dt), self.head[...].astype(dt),
-                              preferred_element_type=jnp.float32)
-    return constrain(logits_BTV, ("batch", "length", "vocab"))
+    head = getattr(self, "head", None)
+    return stack.logits(self.cfg.decoder, self.final_norm, self.embed, head, x_BTD)
 
 
 # The family (jaxgen.models.registry): its config from config.model, its FLOPs.
@@ -321,55 +274,6 @@ def _cross_kv_values(blocks: nnx.State) -> int:
     if "cross" in names and names[-1] in ("wk", "wv", "bk", "bv"):
       n += num_values(var)
   return n
-
-
-def _norm(cfg: TransformerConfig, rngs):
-  return layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
-                          cfg.param_dtype, rngs)
-
-
-def _blocks(block_cls, cfg: TransformerConfig, rngs: nnx.Rngs):
-  """`cfg.num_layers` blocks: a list, or stacked on a leading 'layers' axis when scanned."""
-  if not cfg.scan_layers:
-    return nnx.List([block_cls(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-  keys = jax.random.split(rngs.params(), cfg.num_layers)
-
-  @nnx.vmap(in_axes=0, out_axes=0,
-            transform_metadata={nnx.PARTITION_NAME: "layers", "logical_axes": "layers"})
-  def create(key):
-    return block_cls(cfg, rngs=nnx.Rngs(params=key))
-
-  return create(keys)
-
-
-def _run_blocks(cfg: TransformerConfig, blocks, block_fn, x):
-  """Applies every block (one scanned body with `scan_layers`), with `cfg.remat`."""
-
-  def make_apply(graphdef):
-    def apply(layer_state, x, layer):
-      return block_fn(nnx.merge(graphdef, layer_state), x, layer)
-    if cfg.remat == "none":
-      return apply
-    return jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat])
-
-  if cfg.scan_layers:
-    graphdef, state = nnx.split(blocks)
-    apply = make_apply(graphdef)
-
-    def body(x, xs):
-      layer_state, layer = xs
-      return apply(layer_state, x, layer), None
-
-    x, _ = jax.lax.scan(body, x, (state, jnp.arange(cfg.num_layers)))
-    return x
-  for i, block in enumerate(blocks):
-    graphdef, layer_state = nnx.split(block)
-    x = make_apply(graphdef)(layer_state, x, i)
-  return x
-
-
-def _split_or_none(rng, n):
-  return (None,) * n if rng is None else tuple(jax.random.split(rng, n))
 
 
 registry.register(registry.Family(

@@ -7,9 +7,9 @@ drops a batch of 1 by a bitcast of the freshly written buffer, fuses the write
 twice, and copies the cache every step.) A scanned model keeps all layers' as
 [L, Z, S, H], carried through its layer scan. A step writes only its new
 tokens' keys/values, in place (`dynamic_update_slice` at a position shared by
-all rows, a scatter for per-row positions), and its attention reads the
-buffer once, masked: a step's cost does not depend on how many tokens came
-before it.
+all rows, a scatter for per-row positions), and its attention
+(attention_core.dot_product_attention) reads the buffer once, masked: a
+step's cost does not depend on how many tokens came before it.
 
 Reading only the filled part was measured and not kept: XLA on CPU copies
 any slice of a buffer, so it needs the cache split into separate blocks and a
@@ -48,27 +48,3 @@ def write(cache: jax.Array, new_BTKH: jax.Array, index: jax.Array, positions_BT:
   rows_ZT = jnp.broadcast_to(jnp.arange(b * k)[:, None], (b * k, t))
   return cache.at[lead + (rows_ZT, slots_ZT)].set(new_ZTH, mode="drop")
 
-
-def attend(q_BTNH: jax.Array, k_cache: jax.Array, v_cache: jax.Array, positions_BT: jax.Array,
-           layer: jax.Array | None = None) -> jax.Array:
-  """Softmax attention (float32) of queries at `positions_BT` over the cache.
-
-  A query at position p sees slots 0..p; later slots are empty, the row's
-  padding, or in its future.
-  """
-  k_ZSH, v_ZSH = (c if layer is None else c[layer] for c in (k_cache, v_cache))
-  b, t, n, h = q_BTNH.shape
-  z, s = k_ZSH.shape[0], k_ZSH.shape[1]
-  k = z // b
-  g = n // k
-  # Query rows of one key/value head: its G query heads at the T positions.
-  q_ZQH = q_BTNH.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(z, g * t, h)
-  logits_ZQS = jnp.einsum("ZQH,ZSH->ZQS", q_ZQH, k_ZSH.astype(q_BTNH.dtype),
-                          preferred_element_type=jnp.float32) * (h ** -0.5)
-  allowed_B1GTS = jnp.broadcast_to(
-      (jnp.arange(s) <= positions_BT[:, :, None])[:, None, None], (b, 1, g, t, s))
-  logits_BKGTS = logits_ZQS.reshape(b, k, g, t, s)
-  logits_BKGTS = jnp.where(allowed_B1GTS, logits_BKGTS, jnp.finfo(jnp.float32).min)
-  probs_ZQS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(q_BTNH.dtype).reshape(z, g * t, s)
-  out_ZQH = jnp.einsum("ZQS,ZSH->ZQH", probs_ZQS, v_ZSH.astype(q_BTNH.dtype))
-  return out_ZQH.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)

@@ -1,4 +1,7 @@
-"""Small building blocks shared by the language models: embedding, norms, MLP, dropout."""
+"""Small building blocks shared by the language models: embedding, norms, dropout.
+
+The feed-forward layers live in feed_forward.py (`Mlp` is re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -76,41 +79,6 @@ def make_norm(kind: str, dim: int, use_bias: bool, eps: float, param_dtype, rngs
   return LayerNorm(dim, use_bias, eps, param_dtype, rngs=rngs)
 
 
-class Mlp(nnx.Module):
-  """GELU MLP (GPT-2) or SwiGLU (Llama): D -> F -> D."""
-
-  def __init__(self, dim: int, hidden: int, kind: str, use_bias: bool, dtype, param_dtype,
-               out_init_std: float, *, rngs: nnx.Rngs):
-    self.kind, self.dtype = kind, dtype
-    init = nnx.initializers.normal(0.02)
-    self.wi = param(rngs, init, (dim, hidden), ("embed", "mlp"), param_dtype)
-    self.wg = param(rngs, init, (dim, hidden), ("embed", "mlp"),
-                    param_dtype) if kind == "swiglu" else None
-    self.wo = param(rngs, nnx.initializers.normal(out_init_std), (hidden, dim), ("mlp", "embed"),
-                    param_dtype)
-    zeros = nnx.initializers.zeros
-    self.bi = param(rngs, zeros, (hidden,), ("mlp",), param_dtype) if use_bias else None
-    self.bo = param(rngs, zeros, (dim,), ("embed",), param_dtype) if use_bias else None
-
-  def __call__(self, x_BTD: jax.Array) -> jax.Array:
-    dt = self.dtype
-    x_MD = constrain(tokens_2d(x_BTD).astype(dt), MD)
-    h_MF = x_MD @ self.wi[...].astype(dt)
-    if self.bi is not None:
-      h_MF += self.bi[...].astype(dt)
-    if self.wg is not None:
-      h_MF = jax.nn.silu(x_MD @ self.wg[...].astype(dt)) * h_MF
-    else:
-      h_MF = jax.nn.gelu(h_MF, approximate=True)
-    # Megatron's layout: the hidden units split over the tensor axis, so the
-    # second matmul ends in one reduction rather than a gather of h.
-    h_MF = constrain(h_MF, ("batch", "mlp"))
-    y_MD = h_MF @ self.wo[...].astype(dt)
-    if self.bo is not None:
-      y_MD += self.bo[...].astype(dt)
-    return constrain(y_MD, MD).reshape(x_BTD.shape[:-1] + (y_MD.shape[-1],))
-
-
 def tokens_2d(x_BTD: jax.Array) -> jax.Array:
   """[B, T, D] -> [M = B*T, D].
 
@@ -127,3 +95,11 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def __getattr__(name):
+  # `layers.Mlp` as before it moved to feed_forward.py (which imports this module).
+  if name == "Mlp":
+    from jaxgen.models.feed_forward import Mlp
+    return Mlp
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

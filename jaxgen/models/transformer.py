@@ -17,18 +17,12 @@ from flax import nnx
 
 from jaxgen import metrics
 from jaxgen.errors import UserError
-from jaxgen.models import kv_cache, layers, registry
-from jaxgen.parallel.activations import constrain
+from jaxgen.models import feed_forward, layers, registry, stack
 from jaxgen.models.attention import BACKENDS, Attention, AttentionConfig
 from jaxgen.models.interface import DecoderOnly, HiddenStateDecoding
 from jaxgen.models.params import num_values
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    # Keep matmul outputs, recompute the cheap elementwise work.
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+REMAT_POLICIES = stack.REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +52,7 @@ class TransformerConfig:
   def __post_init__(self):
     _check_choice("model.position", self.position, ("learned", "rope"))
     _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
-    _check_choice("model.mlp", self.mlp, ("gelu", "swiglu"))
+    _check_choice("model.mlp", self.mlp, feed_forward.KINDS)
     _check_choice("model.remat", self.remat, tuple(REMAT_POLICIES))
     if self.head_dim is None and self.embed_dim % self.num_heads:
       raise ValueError(f"model.embed_dim={self.embed_dim} is not divisible by "
@@ -93,23 +87,17 @@ class Block(nnx.Module):
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs, causal: bool = True):
     self.cfg = cfg
-    self.attn_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
-                                      cfg.param_dtype, rngs)
+    self.attn_norm = stack.make_norm(cfg, rngs)
     self.attn = Attention(dataclasses.replace(cfg.attention_config(), causal=causal),
                           rngs=rngs)
-    self.mlp_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
-                                     cfg.param_dtype, rngs)
-    self.mlp = layers.Mlp(cfg.embed_dim, cfg.mlp_width, cfg.mlp, cfg.use_bias, cfg.dtype,
-                          cfg.param_dtype, cfg.out_init_std, rngs=rngs)
+    self.mlp_norm = stack.make_norm(cfg, rngs)
+    self.mlp = feed_forward.make(cfg, rngs=rngs)
 
   def __call__(self, x_BTD, positions_BT, segment_ids_BT, dropout_rng):
-    rng_attn, rng_mlp = _split_or_none(dropout_rng, 2)
+    rng_attn, rng_mlp = stack.split_or_none(dropout_rng, 2)
     h_BTD = self.attn(self.attn_norm(x_BTD), positions_BT, segment_ids_BT)
-    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_attn).astype(x_BTD.dtype)
-    x_BTD = constrain(x_BTD, layers.BTD)
-    h_BTD = self.mlp(self.mlp_norm(x_BTD))
-    x_BTD = x_BTD + layers.dropout(h_BTD, self.cfg.dropout, rng_mlp).astype(x_BTD.dtype)
-    return constrain(x_BTD, layers.BTD)
+    x_BTD = stack.residual(x_BTD, h_BTD, self.cfg.dropout, rng_attn)
+    return stack.residual(x_BTD, self.mlp(self.mlp_norm(x_BTD)), self.cfg.dropout, rng_mlp)
 
   def decode(self, x_BTD, cache, index, lengths_B=None, layer=None):
     h_BTD, cache = self.attn.decode(self.attn_norm(x_BTD), cache, index, lengths_B, layer)
@@ -124,19 +112,11 @@ class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
     self.cfg = cfg
     self.embed = layers.Embed(cfg.vocab_size, cfg.embed_dim, cfg.param_dtype, rngs=rngs)
     if cfg.position == "learned":
-      self.pos_embed = layers.param(rngs, nnx.initializers.normal(0.02),
-                                    (cfg.max_len, cfg.embed_dim), (None, "embed"),
-                                    cfg.param_dtype)
-    if cfg.scan_layers:
-      self.blocks = _stacked_blocks(cfg, rngs)
-    else:
-      self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = layers.make_norm(cfg.norm, cfg.embed_dim, cfg.use_bias, cfg.norm_eps,
-                                       cfg.param_dtype, rngs)
+      self.pos_embed = stack.position_table(cfg, cfg.max_len, rngs)
+    self.blocks = stack.make_blocks(Block, cfg, rngs)
+    self.final_norm = stack.make_norm(cfg, rngs)
     if not cfg.tie_embeddings:
-      self.head = layers.param(rngs, nnx.initializers.normal(0.02),
-                               (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"),
-                               cfg.param_dtype)
+      self.head = stack.output_head(cfg, rngs)
 
   def __call__(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None,
@@ -144,7 +124,7 @@ class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
     """Float32 logits [B, T, V] for every position; `dropout_rng=None` disables dropout."""
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    rng_embed, rng_blocks = _split_or_none(dropout_rng, 2)
+    rng_embed, rng_blocks = stack.split_or_none(dropout_rng, 2)
     x_BTD = self._embed(tokens_BT, positions_BT)
     x_BTD = layers.dropout(x_BTD, self.cfg.dropout, rng_embed)
 
@@ -152,8 +132,7 @@ class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
       rng = None if rng_blocks is None else jax.random.fold_in(rng_blocks, layer)
       return block(x_BTD, positions_BT, segment_ids_BT, rng)
 
-    x_BTD = self._run_blocks(block_fn, x_BTD)
-    return self._logits(x_BTD)
+    return self._logits(stack.run_blocks(self.cfg, self.blocks, block_fn, x_BTD))
 
   @property
   def context_len(self) -> int:
@@ -163,92 +142,23 @@ class TransformerLM(DecoderOnly, HiddenStateDecoding, nnx.Module):
   def init_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> dict:
     """An empty key/value cache of `max_len` (default: the context) slots, `index` 0.
 
-    `k`, `v`: one `kv_cache` buffer [B*K, S, H] per layer (a tuple), each
-    written in place by its own layer; with `scan_layers` one [L, B*K, S, H]
-    buffer, which the layer scan carries. `index` is the next position, shared
-    by all rows; a `prefill` with per-row lengths makes it one per row ([B]).
+    `k`, `v`: see `stack.empty_kv`. `index` is the next position, shared by all
+    rows; a `prefill` with per-row lengths makes it one per row ([B]).
     """
-    cfg = self.cfg
-    args = (batch_size, cfg.kv_heads, max_len or cfg.max_len, cfg.head_size, dtype or cfg.dtype)
-    if cfg.scan_layers:
-      empty = lambda: kv_cache.empty(*args, num_layers=cfg.num_layers)
-    else:
-      empty = lambda: tuple(kv_cache.empty(*args) for _ in range(cfg.num_layers))
+    empty = lambda: stack.empty_kv(self.cfg, batch_size, max_len, dtype)
     return {"k": empty(), "v": empty(), "index": jnp.zeros((), jnp.int32)}
 
   def _decode_hidden(self, tokens_BT, cache, lengths_B):
     """The final hidden states for tokens after the cache's contents, and the new cache."""
-    index = cache["index"]
-    b, t = tokens_BT.shape
-    positions_BT = jnp.broadcast_to(jnp.expand_dims(index, -1) + jnp.arange(t), (b, t))
-    x_BTD = self._embed(tokens_BT, positions_BT)
-
-    if self.cfg.scan_layers:
-      graphdef, state = nnx.split(self.blocks)
-
-      # The stacked cache rides in the carry, so each layer writes its new
-      # keys/values in place; reading them takes a slice of its layer.
-      def body(carry, xs):
-        x_BTD, kv = carry
-        layer_state, layer = xs
-        return nnx.merge(graphdef, layer_state).decode(x_BTD, kv, index, lengths_B, layer), None
-
-      (x_BTD, kv), _ = jax.lax.scan(body, (x_BTD, {"k": cache["k"], "v": cache["v"]}),
-                                    (state, jnp.arange(self.cfg.num_layers)))
-      k, v = kv["k"], kv["v"]
-    else:
-      ks, vs = [], []
-      for block, k, v in zip(self.blocks, cache["k"], cache["v"]):
-        x_BTD, kv = block.decode(x_BTD, {"k": k, "v": v}, index, lengths_B)
-        ks.append(kv["k"])
-        vs.append(kv["v"])
-      k, v = tuple(ks), tuple(vs)
-    advance = t if lengths_B is None else lengths_B
-    return x_BTD, {"k": k, "v": v, "index": index + advance}
+    return stack.decode_hidden(self.cfg, self.blocks, self._embed, tokens_BT, cache, lengths_B)
 
   def _embed(self, tokens_BT, positions_BT):
-    x_BTD = self.embed(tokens_BT).astype(self.cfg.dtype)
-    if self.cfg.position == "learned":
-      # "clip": a padding token's position may run past the table when decoding.
-      # Whole rows for the lookup, as in layers.Embed.
-      table_PD = constrain(self.pos_embed[...], (None, None))
-      x_BTD += jnp.take(table_PD, positions_BT, axis=0, mode="clip").astype(self.cfg.dtype)
-    return constrain(x_BTD, layers.BTD)
+    pos_table = getattr(self, "pos_embed", None)
+    return stack.embed(self.cfg, self.embed, pos_table, tokens_BT, positions_BT)
 
   def _logits(self, x_BTD):
-    x_BTD = self.final_norm(x_BTD)
-    if self.cfg.tie_embeddings:
-      logits_BTV = self.embed.attend(x_BTD)
-    else:
-      logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD.astype(self.cfg.dtype),
-                              self.head[...].astype(self.cfg.dtype),
-                              preferred_element_type=jnp.float32)
-    return constrain(logits_BTV, ("batch", "length", "vocab"))
-
-  def _run_blocks(self, block_fn, x_BTD):
-    """Applies every block, through one scanned body when `scan_layers` is set."""
-
-    def make_apply(graphdef):
-      def apply(layer_state, x_BTD, layer):
-        return block_fn(nnx.merge(graphdef, layer_state), x_BTD, layer)
-      if self.cfg.remat == "none":
-        return apply
-      return jax.checkpoint(apply, policy=REMAT_POLICIES[self.cfg.remat])
-
-    if self.cfg.scan_layers:
-      graphdef, state = nnx.split(self.blocks)
-      apply = make_apply(graphdef)
-
-      def body(x_BTD, xs):
-        layer_state, layer = xs
-        return apply(layer_state, x_BTD, layer), None
-
-      x_BTD, _ = jax.lax.scan(body, x_BTD, (state, jnp.arange(self.cfg.num_layers)))
-      return x_BTD
-    for i, block in enumerate(self.blocks):
-      graphdef, layer_state = nnx.split(block)
-      x_BTD = make_apply(graphdef)(layer_state, x_BTD, i)
-    return x_BTD
+    head = getattr(self, "head", None)
+    return stack.logits(self.cfg, self.final_norm, self.embed, head, x_BTD)
 
 
 # The family (jaxgen.models.registry): its config from config.model, its FLOPs.
@@ -291,22 +201,6 @@ def flops_per_token(cfg: TransformerConfig, params: nnx.State, seq_len: int,
     lookups.append(params["embed"])
   n = num_values(params) - sum(num_values(v) for v in lookups)
   return metrics.flops_per_token(n, cfg.num_layers, cfg.num_heads, cfg.head_size, seq_len)
-
-
-def _stacked_blocks(cfg: TransformerConfig, rngs: nnx.Rngs) -> Block:
-  """L blocks with their parameters stacked on a leading 'layers' axis."""
-  keys = jax.random.split(rngs.params(), cfg.num_layers)
-
-  @nnx.vmap(in_axes=0, out_axes=0,
-            transform_metadata={nnx.PARTITION_NAME: "layers", "logical_axes": "layers"})
-  def create(key):
-    return Block(cfg, rngs=nnx.Rngs(params=key))
-
-  return create(keys)
-
-
-def _split_or_none(rng, n):
-  return (None,) * n if rng is None else tuple(jax.random.split(rng, n))
 
 
 def _check_choice(name, value, choices):

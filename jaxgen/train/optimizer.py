@@ -7,9 +7,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-# Parameters added to a layer's output rather than multiplied with its input: never
-# decayed, whatever their rank (attention's [heads, head_dim] biases are 2-D).
-_ADDITIVE = frozenset({"scale", "bias", "bq", "bk", "bv", "bo", "bi", "head_b"})
+from jaxgen.models.params import decays as _decay_flag
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
@@ -29,15 +27,16 @@ def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransfor
 def _is_matrix(params):
   """Decay matrices (kernels, embeddings); not norm scales or biases (nanoGPT, GPT-3).
 
-  A scanned stack's leading 'layers' axis does not count: its norm scales are [L, D]
-  and must not be decayed when the same model unscanned would not be.
+  Each parameter says so itself (`decay` metadata, see jaxgen.models.params), set
+  where it is created: no list of names here to keep in step with the models. A leaf
+  without that metadata (a plain array) decays when it is a matrix, rank >= 2, not
+  counting a scanned stack's leading 'layers' axis.
   """
-  def decays(path, leaf):
+  def decays(leaf):
     is_var = isinstance(leaf, nnx.Variable)
-    axes = (leaf.get_metadata().get("logical_axes") if is_var else None) or ()
-    rank = len(leaf.shape) - (1 if axes[:1] == ("layers",) else 0)
-    name = str(getattr(path[-1], "key", getattr(path[-1], "name", path[-1]))) if path else ""
-    decay = name not in _ADDITIVE and rank >= 2
-    return leaf.replace(decay) if is_var else decay
-  return jax.tree_util.tree_map_with_path(
-      decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    flag = _decay_flag(leaf) if is_var else None
+    if flag is None:
+      axes = (leaf.get_metadata().get("logical_axes") if is_var else None) or ()
+      flag = len(leaf.shape) - (1 if axes[:1] == ("layers",) else 0) >= 2
+    return leaf.replace(flag) if is_var else flag
+  return jax.tree.map(decays, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
