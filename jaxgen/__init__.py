@@ -19,8 +19,10 @@ The layout, from the bottom layer up (each part uses the parts above it in this 
   sample/            decoding with a cache, beam search, one batching path for prompts
                      and sources, restoring a workdir
   interop/           Hugging Face import and export
-  main, cli_help, commands
-                     the command line: one table of commands and their flags
+  cli/, cli_help, main
+                     the command line: one table from each command to its flags and
+                     function, one module per command group (cli/), its help, and
+                     main, which parses, looks the command up and runs it
 
 Exceptions: train/ and sample/ use each other (restoring a workdir reads the train
 state and its checkpoints; evaluation and the end-of-run sample decode), and

@@ -4,7 +4,7 @@ The train state is built abstractly (shapes and dtypes only), laid out by the
 same logical-axis rules as training, and the same jitted train step is lowered
 with abstract inputs and compiled for the planned devices; nothing the size of
 the model is ever allocated. Planning for N devices without them: `jaxgen plan
---devices=N` compiles for N host CPU devices (main.py sets that up before JAX
+--devices=N` compiles for N host CPU devices (cli/plan.py sets that up before JAX
 starts).
 
 Per-device bytes of parameters and optimizer state come from the shardings:
