@@ -21,7 +21,9 @@ memory: the peak RSS of the prepare (its largest process) per corpus size.
 input: tokens/s of 32 x 1024 batches (windows, pack) from a byte store, beside
 the in-memory path on the same documents (its tokenization not timed).
 startup: a fresh process's time to its first 32 x 1024 batch from a byte store
-(imports included) and its peak RSS, median of 3, per store size and mode.
+(imports included; after_imports_s: the part after them) and its peak RSS, median of
+--repeats runs per store size and mode, taken in rounds over the sizes and modes
+(--cold: the store's pages dropped from the page cache before each run).
 lazy: pack mode straight from the raw jsonl, larger than data.max_in_memory_mb
 (64 here): a fresh process's time to index it, to its first 32 x 1024 batch, its
 peak RSS, and the pack tokens/s that follow (byte tokenizer, hashed split).
@@ -48,6 +50,9 @@ _MB = flags.DEFINE_string("mb", "20", "Corpus size(s) in MB, comma-separated.")
 _DIR = flags.DEFINE_string("dir", "/tmp/jaxgen_store_bench", "Where corpora and stores go.")
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Prepare's workers.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "input: seconds per measurement.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "startup: fresh processes per size and mode.")
+_COLD = flags.DEFINE_bool("cold", False, "startup: drop the store's pages from the page "
+                          "cache before each run (a host that has not read it yet).")
 _TOKENIZERS = flags.DEFINE_list("tokenizers", ["byte", "sentencepiece", "hf"],
                                 "prepare: the tokenizers to measure.")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -225,6 +230,7 @@ from jaxgen import config
 from jaxgen.data import sources
 from jaxgen.data.pipeline import make_dataset
 from jaxgen.data.tokenizer import build_tokenizer
+t1 = time.perf_counter()
 cfg = config.base_config()
 cfg.data.update(source="store:" + sys.argv[1], tokenizer="byte")
 docs = sources.documents(cfg.data, "train")
@@ -232,23 +238,45 @@ ds = make_dataset(docs, build_tokenizer(cfg.data, lambda: ()), seq_len=1024, bat
                   mode=sys.argv[2], seed=0)
 next(iter(ds))
 print(json.dumps([time.perf_counter() - t0,
-                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  time.perf_counter() - t1]))
 """
 
 
+def evict(directory: pathlib.Path) -> None:
+  """Drops a directory's files from the page cache (clean pages; no root needed)."""
+  for path in directory.rglob("*"):
+    if path.is_file():
+      fd = os.open(path, os.O_RDONLY)
+      try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+      finally:
+        os.close(fd)
+
+
 def measure_startup(sizes: list[int]) -> dict:
-  out = {}
+  stores = {}
   for mb in sizes:
-    store = pathlib.Path(_DIR.value) / f"store_input_{mb}"
-    if not (store / "manifest.json").exists():
-      prepare(corpus(mb), ["--config.data.tokenizer=byte"], store)
-    for mode in ("windows", "pack"):
-      runs = [json.loads(subprocess.run([sys.executable, "-c", _FIRST_BATCH, str(store), mode],
-                                        cwd=_REPO, capture_output=True, text=True,
-                                        check=True).stdout) for _ in range(3)]
-      out[f"{mb}mb_{mode}"] = {"first_batch_s": round(float(np.median([r[0] for r in runs])), 3),
-                               "peak_rss_mb": round(float(np.median([r[1] for r in runs])))}
-  return out
+    stores[mb] = pathlib.Path(_DIR.value) / f"store_input_{mb}"
+    if not (stores[mb] / "manifest.json").exists():
+      prepare(corpus(mb), ["--config.data.tokenizer=byte"], stores[mb])
+  # Rounds over every size and mode in turn: on a shared machine a burst of load then
+  # falls on all of them instead of on one size's runs.
+  runs: dict[str, list] = {f"{mb}mb_{mode}": [] for mb in sizes for mode in ("windows", "pack")}
+  for _ in range(_REPEATS.value):
+    for mb in sizes:
+      for mode in ("windows", "pack"):
+        if _COLD.value:
+          evict(stores[mb])
+        runs[f"{mb}mb_{mode}"].append(json.loads(subprocess.run(
+            [sys.executable, "-c", _FIRST_BATCH, str(stores[mb]), mode], cwd=_REPO,
+            capture_output=True, text=True, check=True).stdout))
+  median = lambda rs, i: float(np.median([r[i] for r in rs]))
+  return {k: {"first_batch_s": round(median(rs, 0), 3), "peak_rss_mb": round(median(rs, 1)),
+              "after_imports_s": round(median(rs, 2), 3),
+              "first_batch_s_range": [round(min(r[0] for r in rs), 2),
+                                      round(max(r[0] for r in rs), 2)]}
+          for k, rs in runs.items()}
 
 
 _LAZY = """

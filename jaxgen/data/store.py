@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections.abc
 import hashlib
 import json
+import mmap
 import operator
 import os
 import pathlib
@@ -157,11 +158,15 @@ class Store:
     """int64 [n, 3] (shard, start, end) of each record's ids of `feature`."""
     records = np.asarray(records)
     out = np.empty([len(records), 3], np.int64)
-    out[:, 0] = records[:, 0]
-    for shard in np.unique(records[:, 0]):
-      rows = records[:, 0] == shard
-      offsets = self.arrays(int(shard), feature)[1]
-      index = records[rows, 1]
+    shards = np.asarray(records[:, 0])
+    out[:, 0] = shards
+    # Rows grouped by shard once: a mask per shard would cost shards x records, which
+    # grows as the square of the store at start-up.
+    order = np.argsort(shards, kind="stable")
+    bounds = np.flatnonzero(np.diff(shards[order])) + 1
+    for rows in np.split(order, bounds) if len(order) else []:
+      offsets = self.arrays(int(shards[rows[0]]), feature)[1]
+      index = np.asarray(records[rows, 1])
       out[rows, 1] = offsets[index]
       out[rows, 2] = offsets[index + 1]
     return out
@@ -239,7 +244,28 @@ class TokenStream:
 
   def windows(self, starts: np.ndarray, width: int) -> np.ndarray:
     """int32 [len(starts), width]: the windows beginning at `starts`."""
+    self._will_need(starts, width)
     return np.stack([self.read(int(s), width) for s in starts])
+
+  def _will_need(self, starts: np.ndarray, width: int) -> None:
+    # Page-cold windows read one after another wait for the disk once each (a batch of
+    # 32 took 0.3 s on a cold 2 GB store); asking for all of them first lets the kernel
+    # fetch them together. Only a hint: the bytes read are the same.
+    if not hasattr(mmap, "MADV_WILLNEED"):  # not on every platform
+      return
+    starts = np.asarray(starts, np.int64)
+    segs = np.searchsorted(self.first, starts, side="right") - 1
+    shard, start, end = self.segments[segs].T
+    at = start + starts - self.first[segs]
+    stop = np.minimum(end, at + width)
+    itemsize = self.store.dtype.itemsize
+    first = at * itemsize
+    page = first - first % mmap.ALLOCATIONGRANULARITY
+    for s, p, n in zip(shard.tolist(), page.tolist(), (stop * itemsize - page).tolist()):
+      ids = self.store.arrays(s, "tokens")[0]
+      mapped = getattr(ids, "_mmap", None)  # np.memmap's own map (absent: an empty shard)
+      if mapped is not None and n > 0:
+        mapped.madvise(mmap.MADV_WILLNEED, p, min(n, len(mapped) - p))
 
 
 class StoreDocuments(collections.abc.Sequence):
