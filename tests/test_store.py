@@ -299,6 +299,32 @@ def test_prepare_command_and_inspect(tmp_path):
   assert "incomplete" in lines[0] and f"--out={tmp_path}/s" in lines[0]
 
 
+def test_lines_cut_from_reads_equal_readline_for_every_range(tmp_path, monkeypatch):
+  from jaxgen.data import readers
+  path = tmp_path / "lines.txt"
+  path.write_bytes(b"a\n\nbcdefghijklmnop\nq\nrstuvwxyz0123456789\n\n\nlast, no newline")
+  size = path.stat().st_size
+
+  def by_readline(start, end):
+    with open(path, "rb") as f:
+      f.seek(max(start - 1, 0))
+      offset = start - 1 + len(f.readline()) if start else 0
+      f.seek(offset)
+      while end is None or offset < end:
+        line = f.readline()
+        if not line:
+          return
+        yield offset, line
+        offset += len(line)
+
+  for read_bytes in (1, 3, 7, 1 << 18):  # lines longer and shorter than a read
+    monkeypatch.setattr(readers, "_READ_BYTES", read_bytes)
+    for start in range(size + 1):
+      for end in [*range(start, size + 2), None]:
+        got = list(readers._lines(str(path), start, end))
+        assert got == list(by_readline(start, end)), (read_bytes, start, end)
+
+
 def test_host_from_env(monkeypatch):
   monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
   monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")

@@ -82,6 +82,21 @@ def test_byte_ids_are_utf8_bytes_plus_three():
     tok.decode([3, 259])
 
 
+def test_byte_batch_encoding_equals_encoding_each_text():
+  tok = ByteTokenizer()
+  texts = ["", "ascii", "Ünïcödé ✓ 🙂", "\x00", "x" * 70_000]
+  batch = tok.encode_batch(texts)
+  assert [b.tolist() for b in batch] == [tok.encode(t).tolist() for t in texts]
+  assert all(b.dtype == np.int32 for b in batch) and tok.encode_batch([]) == []
+  # With an EOS after each text, in a store's dtype: what `data prepare` writes.
+  ids, lengths = tok.encode_utf8([tok.utf8(t) for t in texts], np.uint16, eos=True)
+  want = np.concatenate([np.append(tok.encode(t), tok.eos_id) for t in texts])
+  assert ids.dtype == np.uint16 and ids.tolist() == want.tolist()
+  assert lengths.tolist() == [len(t.encode()) + 1 for t in texts]
+  with pytest.raises(UserError, match="position 1.*lone surrogates"):
+    tok.encode_batch(["ok", "a\ud800"])
+
+
 def test_sentencepiece_round_trip_matches_sentencepiece(sp, lines, tmp_path):
   text = "".join(lines[:20])
   ids = sp.encode(text)

@@ -31,6 +31,7 @@ from jaxgen.errors import UserError
 COMPRESSED = (".gz", ".zst")
 _LINE_SCHEMES = ("jsonl", "tsv")  # and text with data.text_lines
 _MIN_UNIT_BYTES = 1 << 20
+_READ_BYTES = 1 << 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,12 +272,28 @@ def _lines(path: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]
     if start:
       f.seek(start - 1)
       offset = start - 1 + len(f.readline())  # the rest of the line begun before start
+    # Lines cut from large reads: readline takes a line longer than its buffer (most
+    # jsonl documents) piece by piece, at a third of the speed.
+    parts = []  # the start of a line that goes on in the next read
     while end is None or offset < end:
-      line = f.readline()
-      if not line:
+      chunk = f.read(_READ_BYTES)
+      if not chunk:
+        if parts:
+          yield offset, b"".join(parts)
         return
-      yield offset, line
-      offset += len(line)
+      i, j = 0, chunk.find(b"\n")
+      while j >= 0:
+        line = chunk[i:j + 1]
+        if parts:
+          line = b"".join([*parts, line])
+          parts = []
+        yield offset, line
+        offset += len(line)
+        if end is not None and offset >= end:
+          return
+        i, j = j + 1, chunk.find(b"\n", j + 1)
+      if i < len(chunk):
+        parts.append(chunk[i:] if i else chunk)
 
 
 def _opened(path: str):

@@ -35,6 +35,12 @@ def hash64(text: str, prefix: bytes = b"", errors: str = "surrogatepass") -> int
                         "big")
 
 
+def hash64_utf8(data: list[bytes]) -> np.ndarray:
+  """hash64 of texts already encoded (as hash64 encodes them), as uint64 [n]."""
+  digests = b"".join([hashlib.sha256(b).digest()[:8] for b in data])
+  return np.frombuffer(digests, ">u8").astype(np.uint64)
+
+
 def pair_keys(source: str, target: str) -> tuple[int, int, int]:
   """(pair, source, target) hashes: what the hashed pair split groups and orders by."""
   return hash64(source + "\t" + target, errors="strict"), hash64(source, b"s"), hash64(

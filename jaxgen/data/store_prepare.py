@@ -16,10 +16,11 @@ last, manifest.json. One host does both in one command.
 from __future__ import annotations
 
 import collections
-import itertools
+import hashlib
 import json
 import os
 import pathlib
+import queue
 import shutil
 import sys
 import time
@@ -33,7 +34,10 @@ from jaxgen.errors import UserError
 from jaxgen.messages import count
 
 DEFAULT_UNIT_MB = 64
-_BATCH_RECORDS = 1024  # records per batch call; progress is reported per batch
+# A batch call takes this many records, or fewer making this many characters: its
+# arrays (a few bytes a character) stay a few tens of MB whatever the documents' sizes.
+_BATCH_RECORDS = 1024
+_BATCH_CHARS = 4 << 20
 _DELAY_S = float(os.environ.get("JAXGEN_PREPARE_DELAY_S", 0))
 
 
@@ -78,7 +82,7 @@ def prepare(cfg, out: str, *, workers: int = 0, num_hosts: int = 1, host_index: 
              "units_kept": len(mine) - len(pending), **totals}
   if num_hosts == 1 or finalize:
     if not done_before or pending:
-      _finalize(cfg, directory, units, tokenizer, task, command)
+      _finalize(cfg, directory, units, tokenizer, task, command, {u.index for u in pending})
     manifest = json.loads((directory / "manifest.json").read_text())
     summary["splits"] = manifest["splits"]
   seconds = time.perf_counter() - started
@@ -185,17 +189,53 @@ def _unit_done(directory: pathlib.Path, unit) -> bool:
       for name, e in summary["files"].items())
 
 
-def _map(fn, args: list, workers: int):
-  """fn over args in worker processes (in order), or here for one worker or one item."""
+def _map(fn, args: list, workers: int, here: bool = False):
+  """fn over args in worker processes (in order), or here for one worker or one item.
+
+  here: this process is one of the `workers` too, taking items from the end while the
+  others take them from the front, and results come as they are done. A worker
+  process starts in about 0.4 s (a fresh interpreter importing numpy and jaxgen),
+  which this one, idle otherwise, spends on items: on a small input, all of them."""
   workers = workers or os.cpu_count() or 1
   if workers == 1 or len(args) <= 1:
     yield from map(fn, args)
     return
   import multiprocessing  # spawn: forking a process that holds JAX's threads is unsafe
   ctx = multiprocessing.get_context("spawn")
-  with ctx.Pool(min(workers, len(args)), initializer=_worker_init,
+  children = min(workers - here, len(args) - here)
+  with ctx.Pool(children, initializer=_worker_init,
                 initargs=(max(1, (os.cpu_count() or 1) // workers),)) as pool:
-    yield from pool.imap(fn, args)
+    if not here:
+      yield from pool.imap(fn, args)
+      return
+    todo, done = collections.deque(args), queue.SimpleQueue()
+    started = in_flight = 0
+    # Items go to the children once they have started: one queued for a child still
+    # starting would keep this process waiting for it at the end.
+    for _ in range(children):
+      pool.apply_async(os.getpid, callback=lambda _: done.put((_STARTED, None)))
+    while todo or in_flight:
+      while todo and in_flight < 2 * started:  # one queued behind each child's current
+        pool.apply_async(fn, (todo.popleft(),), callback=lambda r: done.put((r, None)),
+                         error_callback=lambda e: done.put((None, e)))
+        in_flight += 1
+      if todo:
+        yield fn(todo.pop())
+      while True:
+        try:
+          result, error = done.get(block=not todo and in_flight > 0)
+        except queue.Empty:
+          break
+        if error is not None:
+          raise error
+        if result is _STARTED:
+          started = min(started + 1, children)
+          continue
+        in_flight -= 1
+        yield result
+
+
+_STARTED = object()
 
 
 def _worker_init(threads: int) -> None:
@@ -225,7 +265,10 @@ def _run_units(data: dict, units, directory, spec, task, workers, as_json, vocab
   bar = _Progress(total_bytes, quiet=as_json)
   args = [(data, u, str(directory), spec, task, vocab_size) for u in units]
   try:
-    for result in _map(_tokenize_unit, args, workers):
+    # SentencePiece's and HF's batch calls run on threads, sized per worker process by
+    # _worker_init, which this process has not; the others tokenize on this thread.
+    here = spec["kind"] in ("byte", "char")
+    for result in _map(_tokenize_unit, args, workers, here=here):
       for k in totals:
         totals[k] += result[k]
       bar.update(result)
@@ -286,47 +329,122 @@ def _tokenize_unit(args) -> dict:
   tmp.mkdir(parents=True)
   features = store_lib.FEATURES[task]
   dtype = np.dtype(store_lib.dtype_for(vocab_size))
-  sinks = {f: open(tmp / f"{name}.{f}.bin", "wb") for f in features}
-  lengths = {f: [] for f in features}
+  sinks = {f: _Sink(tmp / f"{name}.{f}.bin") for f in features}
+  lengths = {f: [] for f in features}  # an int64 array per batch
   keys, chars = [], 0
-  records = readers.read_unit(d, unit)
   try:
-    while True:
-      batch = list(itertools.islice(records, _BATCH_RECORDS))
-      if not batch:
-        break
+    for batch in _batches(readers.read_unit(d, unit)):
       if _DELAY_S:  # tests slow a prepare down to kill it part-way
         time.sleep(_DELAY_S)
-      columns = ([list(c) for c in zip(*batch)] if task == "seq2seq" else [batch])
-      for feature, texts in zip(features, columns):
-        for ids in _encode_batch(tokenizer, texts):
-          if task == "lm":
-            ids = np.append(ids, tokenizer.eos_id)
-          sinks[feature].write(np.asarray(ids, dtype).tobytes())
-          lengths[feature].append(len(ids))
-      for record in batch:
-        keys.append(_record_keys(record))
-        chars += sum(map(len, record)) if task == "seq2seq" else len(record)
+      if task == "seq2seq":
+        for feature, texts in zip(features, ([list(c) for c in zip(*batch)])):
+          ids = _encode_batch(tokenizer, texts)
+          sinks[feature].write(np.concatenate(ids, dtype=dtype, casting="unsafe"))
+          lengths[feature].append(np.fromiter(map(len, ids), np.int64, len(ids)))
+        keys.append(np.asarray([splits.pair_keys(*r) for r in batch], np.uint64))
+        chars += sum(len(s) + len(t) for s, t in batch)
+      else:
+        ids, n, hashes = _documents(tokenizer, batch, dtype)
+        sinks["tokens"].write(ids)
+        lengths["tokens"].append(n)
+        text_lengths = np.fromiter(map(len, batch), np.int64, len(batch))
+        keys.append(np.stack([hashes, text_lengths.astype(np.uint64)], 1))
+        chars += int(text_lengths.sum())
   finally:
     for f in sinks.values():
       f.close()
   for feature in features:
-    offsets = np.concatenate([[0], np.cumsum(lengths[feature], dtype=np.int64)])
+    offsets = np.concatenate([[0], np.cumsum(_joined(lengths[feature]), dtype=np.int64)])
     np.save(tmp / f"{name}.{feature}.idx.npy", offsets.astype(np.int64))
   width = 3 if task == "seq2seq" else 2
-  np.save(tmp / f"{name}.keys.npy", np.asarray(keys, np.uint64).reshape(-1, width))
+  np.save(tmp / f"{name}.keys.npy", _joined(keys).astype(np.uint64).reshape(-1, width))
+  hashed = {f"shards/{sink.path.name}": sink.entry() for sink in sinks.values()}
   files = {}
   for path in sorted(tmp.iterdir()):
-    files[f"shards/{path.name}"] = store_lib.file_entry(path)
+    entry = f"shards/{path.name}"
+    files[entry] = hashed.get(entry) or store_lib.file_entry(path)
   for path in sorted(tmp.iterdir()):
     os.replace(path, directory / "shards" / path.name)
-  n_tokens = sum(sum(v) for v in lengths.values())
-  summary = {"unit": unit.to_json(), "records": len(keys), "tokens": n_tokens,
+  n_records = sum(len(k) for k in keys)
+  n_tokens = int(sum(n.sum() for v in lengths.values() for n in v))
+  summary = {"unit": unit.to_json(), "records": n_records, "tokens": n_tokens,
              "characters": chars, "files": files}
   _write_json(directory / "shards" / f"{name}.json", summary)
   tmp.rmdir()
-  return {"documents": len(keys), "tokens": n_tokens, "characters": chars,
+  return {"documents": n_records, "tokens": n_tokens, "characters": chars,
           "bytes": _unit_bytes(unit)}
+
+
+def _batches(records):
+  """Lists of up to _BATCH_RECORDS records or about _BATCH_CHARS characters."""
+  batch, chars = [], 0
+  for record in records:
+    batch.append(record)
+    chars += len(record[0]) + len(record[1]) if isinstance(record, tuple) else len(record)
+    if len(batch) == _BATCH_RECORDS or chars >= _BATCH_CHARS:
+      yield batch
+      batch, chars = [], 0
+  if batch:
+    yield batch
+
+
+class _Sink:
+  """A shard file written a batch at a time, its checksum taken from the bytes as they
+  are written: read back, a shard would be hashed a second time."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path, self.file, self.sha = path, open(path, "wb"), hashlib.sha256()
+
+  def write(self, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    self.sha.update(array)
+    self.file.write(array)
+
+  def close(self) -> None:
+    self.file.close()
+
+  def entry(self) -> dict:
+    return {"bytes": self.path.stat().st_size, "sha256": self.sha.hexdigest()}
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+  return np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+
+
+def _documents(tokenizer, texts: list[str], dtype) -> tuple:
+  """(ids, lengths, hashes) of a batch of documents: their ids in one array with an EOS
+  after each document, each one's number of ids, and splits.hash64 of each text."""
+  from jaxgen.data.tokenizer import ByteTokenizer
+  if isinstance(tokenizer, ByteTokenizer):
+    # The tokenizer's bytes are the hash's too: one encoding instead of two. Where
+    # encoding refuses a text (a lone surrogate), so does `encode`.
+    data = [tokenizer.utf8(t) for t in texts]
+    out = _buffer(sum(map(len, data)) + len(data), dtype)
+    ids, lengths = tokenizer.encode_utf8(data, dtype, eos=True, out=out)
+    return ids, lengths, splits.hash64_utf8(data)
+  encoded = _encode_batch(tokenizer, texts)
+  eos = np.array([tokenizer.eos_id])
+  ids = np.concatenate([a for x in encoded for a in (x, eos)], dtype=dtype, casting="unsafe")
+  lengths = np.fromiter(map(len, encoded), np.int64, len(encoded)) + 1
+  hashes = splits.hash64_utf8([t.encode("utf-8", "surrogatepass") for t in texts])
+  return ids, lengths, hashes
+
+
+_BUFFERS: dict = {}  # dtype -> this process's array for a batch's ids
+_BUFFER_MAX = 16 << 20  # entries; a larger batch (a huge document) gets an array of its own
+
+
+def _buffer(n: int, dtype) -> np.ndarray:
+  """At least n entries of dtype, the same memory batch after batch: a new array per
+  batch is faulted in page by page, which cost the byte tokenizer's prepare about a
+  fifth of its time on this project's (virtual) machine."""
+  dtype = np.dtype(dtype)
+  if n > _BUFFER_MAX:
+    return np.empty(n, dtype)
+  if len(_BUFFERS.get(dtype, ())) < n:
+    _BUFFERS[dtype] = np.empty(min(max(n, 2 * len(_BUFFERS.get(dtype, ()))), _BUFFER_MAX),
+                               dtype)
+  return _BUFFERS[dtype]
 
 
 def _encode_batch(tokenizer, texts: list[str]) -> list[np.ndarray]:
@@ -343,7 +461,12 @@ def _record_keys(record) -> tuple:
 # Finalize.
 
 
-def _finalize(cfg, directory: pathlib.Path, units, tokenizer, task: str, command: str) -> None:
+def _finalize(cfg, directory: pathlib.Path, units, tokenizer, task: str, command: str,
+              written: set[int] = frozenset()) -> None:
+  """Checks every unit, splits, writes manifest.json. The units `written` by this call
+  are not read back: their workers took the checksums from the bytes they wrote, and a
+  second pass, in this one process, took a quarter of a byte-tokenizer prepare's time.
+  Units kept from before or written by other hosts are checked."""
   d = cfg.data
   prep = json.loads((directory / "prepare.json").read_text())
   command = prep.get("command") or command
@@ -355,7 +478,7 @@ def _finalize(cfg, directory: pathlib.Path, units, tokenizer, task: str, command
                       f"prepared in {directory}; run the prepare of the host that owns it "
                       f"(host {unit.index} mod --num_hosts) before --finalize")
     summary = json.loads(marker.read_text())
-    for name, entry in summary["files"].items():
+    for name, entry in summary["files"].items() if unit.index not in written else ():
       if store_lib.sha256_file(directory / name) != entry["sha256"]:
         raise UserError(f"token store file {directory / name} fails its checksum; delete "
                         f"{marker} and run `{command}` again to redo that unit")
@@ -375,13 +498,13 @@ def _finalize(cfg, directory: pathlib.Path, units, tokenizer, task: str, command
   files = {}
   (directory / "splits").mkdir(exist_ok=True)
   feature = store_lib.FEATURES[task]
-  info = {}
+  info, offsets = {}, {}
   for name, rows in splits.items():
     path = directory / "splits" / f"{name}.npy"
     _save_npy(path, rows)
     files[f"splits/{name}.npy"] = store_lib.file_entry(path)
-    info[name] = {"records": int(len(rows)), "tokens": _count_tokens(directory, shards, rows,
-                                                                      feature)}
+    info[name] = {"records": int(len(rows)),
+                  "tokens": _count_tokens(directory, shards, rows, feature, offsets)}
   files["tokenizer.json"] = store_lib.file_entry(directory / "tokenizer.json")
   from jaxgen import __version__
   manifest = {
@@ -394,26 +517,26 @@ def _finalize(cfg, directory: pathlib.Path, units, tokenizer, task: str, command
   _write_json(directory / "manifest.json", manifest)
 
 
-def _count_tokens(directory, shards, rows: np.ndarray, features) -> int:
+def _count_tokens(directory, shards, rows: np.ndarray, features, offsets: dict) -> int:
+  """The tokens of `rows`; `offsets` keeps each shard's offsets for the next split."""
   total = 0
   for feature in features:
-    for shard in np.unique(rows[:, 0]) if len(rows) else []:
-      offsets = np.load(directory / "shards" / f"{shards[shard]['name']}.{feature}.idx.npy",
-                        mmap_mode="r")
+    for shard in np.unique(rows[:, 0]).tolist() if len(rows) else []:
+      name = f"{shards[shard]['name']}.{feature}.idx.npy"
+      if name not in offsets:
+        offsets[name] = np.load(directory / "shards" / name)
       index = rows[rows[:, 0] == shard, 1]
-      total += int(np.sum(offsets[index + 1] - offsets[index]))
+      total += int(np.sum(offsets[name][index + 1] - offsets[name][index]))
   return total
 
 
 def _document_split(d, directory, units, records, keys, tokenizer, shards) -> dict:
   """data/sources.py's rules over the documents' (hash, length) keys."""
-  n = len(records)
   lengths = keys[:, 1].astype(np.int64)
   head = splits.document_heads(d.source, d.val_fraction, d.get("doc_split", "tail"),
                                keys[:, 0], lengths)
   cut = np.flatnonzero(head > 0)
-  train = [records[i] for i in range(n) if head[i] != 0]
-  eval_ = [records[i] for i in range(n) if head[i] >= 0]
+  train, eval_ = records.copy(), records.copy()
   if len(cut):  # cut documents: head and tail tokenized apart, into the "cut" shard
     cut_index = len(units)
     texts = _read_documents(d, units, records[cut])
@@ -422,16 +545,9 @@ def _document_split(d, directory, units, records, keys, tokenizer, shards) -> di
       pieces += [text[:head[i]], text[head[i]:]]
     shards.append(_write_cut_shard(directory, cut_index, pieces, tokenizer))
     shard_no = len(shards) - 1
-    where = {int(i): k for k, i in enumerate(cut)}
-    train = [np.array([shard_no, 2 * where[i]]) if i in where else records[i]
-             for i in range(n) if head[i] != 0]
-    eval_ = [np.array([shard_no, 2 * where[i] + 1]) if i in where else records[i]
-             for i in range(n) if head[i] >= 0]
-  return {"train": _rows(train), "eval": _rows(eval_)}
-
-
-def _rows(rows) -> np.ndarray:
-  return np.asarray(rows, np.int64).reshape(-1, 2)
+    train[cut] = np.stack([np.full(len(cut), shard_no), 2 * np.arange(len(cut))], 1)
+    eval_[cut] = train[cut] + [0, 1]
+  return {"train": train[head != 0], "eval": eval_[head >= 0]}
 
 
 def _read_documents(d, units, wanted: np.ndarray) -> list:
